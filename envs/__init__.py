@@ -1,0 +1,58 @@
+"""Task-distribution environments and their registry.
+
+``make(name, **kwargs)`` builds a task distribution by name; every one is also registered
+with gymnasium as ``"metarl/<name>"`` (e.g. ``gymnasium.make("metarl/bandit", arms=10)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium
+
+from metarl.envs_api import MetaEnv
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    name: str
+    entry_point: str  # "module:Class", module relative to metarl.envs
+    description: str
+    family: str  # "numpy" or "mujoco"
+
+    def load(self) -> Callable[..., MetaEnv]:
+        module, cls = self.entry_point.split(":")
+        return getattr(importlib.import_module(f"metarl.envs.{module}"), cls)
+
+
+REGISTRY: dict[str, EnvSpec] = {}
+
+
+def register(name: str, entry_point: str, description: str, family: str = "numpy") -> None:
+    REGISTRY[name] = EnvSpec(name, entry_point, description, family)
+    gym_id = f"metarl/{name}"
+    if gym_id not in gymnasium.registry:
+        gymnasium.register(id=gym_id, entry_point=f"metarl.envs.{entry_point}",
+                           disable_env_checker=True)
+
+
+register("bandit", "bandit:BanditEnv",
+         "k-armed Bernoulli bandit, arm means ~U[0,1], one pull per episode (RL2 Table 1)")
+register("tabular-mdp", "tabular_mdp:TabularMDPEnv",
+         "random MDP, |S|=10 |A|=5, rewards N(N(1,1),1), Dirichlet(1) transitions, horizon 10")
+
+
+class UnknownEnvError(ValueError):
+    pass
+
+
+def make(name: str, **kwargs) -> MetaEnv:
+    """Build the task distribution registered as ``name``."""
+    if name not in REGISTRY:
+        raise UnknownEnvError(f"unknown env {name!r}; valid envs: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name].load()(**kwargs)
+
+
+__all__ = ["REGISTRY", "EnvSpec", "MetaEnv", "UnknownEnvError", "make", "register"]

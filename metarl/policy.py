@@ -1,0 +1,77 @@
+"""The Policy protocol that samplers drive, and the Agent protocol the Trainer drives.
+
+A sampler runs ``N`` tasks x ``M`` trials x ``K`` episodes x ``T`` steps in lockstep over
+``B = N * M`` environments (task-major: environment ``b`` runs task ``b // M``)::
+
+    state = policy.reset(tasks, trials=M)
+    for k in range(K):
+        obs = envs.reset()
+        for t in range(T):
+            action, state, extras = policy.act(obs, state)        # one batched call
+            next_obs, reward, terminated, truncated = envs.step(action)
+            state = policy.observe(state, Transition(...))          # masked by `valid`
+            obs = next_obs
+        state = policy.end_episode(state, episode_k_rollouts)        # [N, M, 1, T]
+
+Adaptation lives in ``state``: a recurrent policy keeps its hidden state across episodes,
+a gradient-based one takes its inner step in ``end_episode``, and so on. ``act`` receives
+and returns torch tensors on the policy's device; ``extras`` are per-step outputs the
+agent needs later (log-probabilities, values) and end up in ``Rollouts.extras``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from metarl.types import Rollouts, Task, Transition
+
+if TYPE_CHECKING:
+    from metarl.sampling import Sampler
+
+State = Any
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What a sampler drives. See the module docstring for the loop."""
+
+    def reset(self, tasks: Sequence[Task], trials: int) -> State: ...
+
+    def act(self, obs: torch.Tensor, state: State
+            ) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]: ...
+
+    def observe(self, state: State, step: Transition) -> State: ...
+
+    def end_episode(self, state: State, episode: Rollouts) -> State: ...
+
+
+class StatelessPolicy:
+    """Base class for policies whose hooks other than ``act`` do nothing."""
+
+    def reset(self, tasks: Sequence[Task], trials: int) -> State:
+        return None
+
+    def observe(self, state: State, step: Transition) -> State:
+        return state
+
+    def end_episode(self, state: State, episode: Rollouts) -> State:
+        return state
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What the Trainer drives: an update rule, a sampling schedule and an adapting policy."""
+
+    def train_iteration(self, sampler: Sampler, rng: np.random.Generator) -> dict[str, float]:
+        """Collect data with ``sampler`` and update; returns scalar metrics to log."""
+
+    def policy(self, deterministic: bool = False) -> Policy:
+        """The policy that adapts within a trial (used for evaluation and rendering)."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
