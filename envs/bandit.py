@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from metarl.envs._render import canvas, fill_rect
 from metarl.envs_api import MetaEnv, VectorMetaEnv
+from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
 
 
@@ -101,7 +102,7 @@ class VectorBanditEnv(VectorMetaEnv):
         self.single_observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
         self.single_action_space = spaces.Discrete(arms)
         self._means = np.full((num_envs, arms), 0.5)
-        self._rng = np.random.default_rng()
+        self._rng = as_batch_rng(None, num_envs)
         self._obs = np.zeros((num_envs, 1), dtype=np.float32)
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
@@ -109,9 +110,9 @@ class VectorBanditEnv(VectorMetaEnv):
             raise ValueError(f"{len(tasks)} tasks for {self.num_envs} environments")
         self._means = np.stack([t.array("means") for t in tasks])
 
-    def reset(self, seed: int | None = None):
+    def reset(self, seed: int | BatchRNG | None = None):
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = as_batch_rng(seed, self.num_envs)
         return self._obs.copy(), {}
 
     def step(self, actions: np.ndarray):

@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from metarl.envs._render import canvas, fill_rect, heat_color
 from metarl.envs_api import MetaEnv, VectorMetaEnv
+from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
 
 
@@ -115,7 +116,7 @@ class VectorTabularMDPEnv(VectorMetaEnv):
         self._cdf = np.ones((num_envs, states, actions, states))
         self._state = np.zeros(num_envs, dtype=np.int64)
         self._t = 0
-        self._rng = np.random.default_rng()
+        self._rng = as_batch_rng(None, num_envs)
         self._rows = np.arange(num_envs)
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
@@ -129,9 +130,9 @@ class VectorTabularMDPEnv(VectorMetaEnv):
         obs[self._rows, self._state] = 1.0
         return obs
 
-    def reset(self, seed: int | None = None):
+    def reset(self, seed: int | BatchRNG | None = None):
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = as_batch_rng(seed, self.num_envs)
         self._state[:] = 0
         self._t = 0
         return self._obs(), {"state": self._state.copy()}

@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
 
 SPLITS = {"train": 0, "test": 1, "val": 2}
@@ -88,8 +89,14 @@ class VectorMetaEnv(ABC):
         """One task per environment (``len(tasks) == num_envs``)."""
 
     @abstractmethod
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Start a new episode in every environment; returns ``obs [B, *obs_shape]``."""
+    def reset(self, seed: int | BatchRNG | None = None
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Start a new episode in every environment; returns ``obs [B, *obs_shape]``.
+
+        ``seed`` (an int or a :class:`~metarl.random.BatchRNG` keyed by environment) reseeds
+        the environments' random streams; ``None`` continues them (later episodes of a
+        trial). Use :func:`metarl.random.as_batch_rng` so that each environment's randomness
+        depends only on its own key."""
 
     @abstractmethod
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -122,8 +129,11 @@ class SerialVectorEnv(VectorMetaEnv):
         for env, task in zip(self.envs, tasks, strict=True):
             env.set_task(task)
 
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        seeds = [None] * self.num_envs if seed is None else [seed + i for i in range(self.num_envs)]
+    def reset(self, seed: int | BatchRNG | None = None
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        seeds: list[int | None] = [None] * self.num_envs
+        if seed is not None:
+            seeds = [int(s) for s in as_batch_rng(seed, self.num_envs).seeds()]
         results = [env.reset(seed=s) for env, s in zip(self.envs, seeds, strict=True)]
         self._done[:] = False
         self._last_obs = [obs for obs, _ in results]

@@ -3,7 +3,7 @@
 A sampler runs ``N`` tasks x ``M`` trials x ``K`` episodes x ``T`` steps in lockstep over
 ``B = N * M`` environments (task-major: environment ``b`` runs task ``b // M``)::
 
-    state = policy.reset(tasks, trials=M)
+    state = policy.reset(tasks, trials=M, rng=batch_rng)     # rng: one stream per env
     for k in range(K):
         obs = envs.reset()
         for t in range(T):
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ State = Any
 class Policy(Protocol):
     """What a sampler drives. See the module docstring for the loop."""
 
-    def reset(self, tasks: Sequence[Task], trials: int) -> State: ...
+    def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> State:
+        """Start a trial on ``len(tasks) * trials`` environments. Draw all randomness from
+        ``rng`` (one stream per environment) so results do not depend on sharding."""
 
     def act(self, obs: torch.Tensor, state: State
             ) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]: ...
@@ -52,8 +55,8 @@ class Policy(Protocol):
 class StatelessPolicy:
     """Base class for policies whose hooks other than ``act`` do nothing."""
 
-    def reset(self, tasks: Sequence[Task], trials: int) -> State:
-        return None
+    def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> State:
+        return rng
 
     def observe(self, state: State, step: Transition) -> State:
         return state

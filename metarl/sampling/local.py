@@ -1,0 +1,134 @@
+"""In-process sampler: all ``N * M`` environments in lockstep, one batched policy call a step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from metarl.envs_api import MetaEnv, VectorMetaEnv
+from metarl.policy import Policy
+from metarl.random import BatchRNG
+from metarl.types import Rollouts, Task, Transition
+
+
+def env_keys(num_tasks: int, trials: int, task_offset: int = 0) -> np.ndarray:
+    """Global environment keys (task-major): ``(task_offset + i) * trials + j``."""
+    return (task_offset + np.arange(num_tasks))[:, None] * trials + np.arange(trials)[None, :]
+
+
+class _Buffer:
+    """Per-step arrays ``[B, K, T, ...]`` allocated on first write."""
+
+    def __init__(self, batch: int, episodes: int, steps: int):
+        self.lead = (batch, episodes, steps)
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def put(self, name: str, k: int, t: int, value: np.ndarray) -> None:
+        if name not in self.arrays:
+            self.arrays[name] = np.zeros(self.lead + value.shape[1:], dtype=value.dtype)
+        self.arrays[name][:, k, t] = value
+
+    def get(self, name: str, dtype=None) -> np.ndarray:
+        array = self.arrays[name]
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
+class LocalSampler:
+    """Runs ``N`` tasks x ``M`` trials x ``K`` episodes in one process.
+
+    The environments form one :class:`~metarl.envs_api.VectorMetaEnv` (natively batched for
+    numpy envs); the policy is called once per step for all of them. Randomness comes from
+    per-environment streams keyed by global index, so results for a task do not depend on
+    which other tasks share the call (see :mod:`metarl.random`).
+    """
+
+    def __init__(self, env: MetaEnv):
+        self.env = env
+        self._vector: VectorMetaEnv | None = None
+
+    def _vector_env(self, num_envs: int) -> VectorMetaEnv:
+        if self._vector is None or self._vector.num_envs != num_envs:
+            if self._vector is not None:
+                self._vector.close()
+            self._vector = self.env.vector(num_envs)
+        return self._vector
+
+    def sample(self, policy: Policy, tasks: Sequence[Task], *, trials: int = 1,
+               episodes: int = 1, seed: int = 0, task_offset: int = 0) -> Rollouts:
+        """Roll out ``policy`` on every task; returns ``Rollouts [N, trials, episodes, T]``.
+
+        ``task_offset`` is the global index of ``tasks[0]`` (used by sharding samplers so
+        that a task's random streams do not depend on the shard it landed in)."""
+        tasks = tuple(tasks)
+        n, m, k = len(tasks), trials, episodes
+        venv = self._vector_env(n * m)
+        venv.set_tasks([task for task in tasks for _ in range(m)])
+        keys = env_keys(n, m, task_offset).reshape(-1)
+        state = policy.reset(tasks, m, BatchRNG(seed, keys, "policy"))
+        buffer = _Buffer(n * m, k, venv.max_episode_steps)
+        device = getattr(policy, "device", torch.device("cpu"))
+        for episode in range(k):
+            env_rng = BatchRNG(seed, keys, "env") if episode == 0 else None
+            state = self._run_episode(policy, venv, buffer, episode, state, env_rng, device)
+            last = _to_rollouts(buffer, tasks, (n, m), slice(episode, episode + 1))
+            state = policy.end_episode(state, last)
+        return _to_rollouts(buffer, tasks, (n, m), slice(None))
+
+    @staticmethod
+    def _run_episode(policy: Policy, venv: VectorMetaEnv, buffer: _Buffer, episode: int,
+                     state, env_rng: BatchRNG | None, device):
+        obs, _ = venv.reset(seed=env_rng)
+        alive = np.ones(venv.num_envs, dtype=bool)
+        horizon = venv.max_episode_steps
+        for t in range(horizon):
+            with torch.no_grad():
+                action, state, extras = policy.act(torch.as_tensor(obs, device=device), state)
+            actions = action.cpu().numpy()
+            next_obs, rewards, terminated, truncated, infos = venv.step(actions)
+            if t == horizon - 1:
+                truncated = truncated | ~terminated
+            valid = alive.copy()
+            terminated, truncated = terminated & valid, truncated & valid
+            step = Transition(obs, actions, np.where(valid, rewards, 0.0), next_obs,
+                              terminated, truncated, valid, step=t, episode=episode)
+            _store(buffer, episode, t, step, extras, infos)
+            state = policy.observe(state, step)
+            alive &= ~(terminated | truncated)
+            obs = next_obs
+            if not alive.any():
+                break
+        return state
+
+
+def _store(buffer: _Buffer, k: int, t: int, step: Transition, extras: dict[str, torch.Tensor],
+           infos: dict[str, np.ndarray]) -> None:
+    for name in ("observations", "actions", "rewards", "next_observations", "terminated",
+                 "truncated", "valid"):
+        buffer.put(name, k, t, np.asarray(getattr(step, name)))
+    for key, value in extras.items():
+        buffer.put(f"extras/{key}", k, t, value.detach().cpu().numpy())
+    for key, value in infos.items():
+        buffer.put(f"infos/{key}", k, t, np.asarray(value))
+
+
+def _to_rollouts(buffer: _Buffer, tasks: tuple[Task, ...], nm: tuple[int, int],
+                 episodes: slice) -> Rollouts:
+    def view(array: np.ndarray) -> np.ndarray:
+        picked = array[:, episodes]
+        return picked.reshape(*nm, *picked.shape[1:])
+
+    arrays = {name: view(a) for name, a in buffer.arrays.items()}
+    return Rollouts(
+        observations=arrays["observations"].astype(np.float32, copy=False),
+        actions=arrays["actions"],
+        rewards=arrays["rewards"].astype(np.float32, copy=False),
+        next_observations=arrays["next_observations"].astype(np.float32, copy=False),
+        terminated=arrays["terminated"],
+        truncated=arrays["truncated"],
+        valid=arrays["valid"],
+        tasks=tasks,
+        extras={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("extras/")},
+        infos={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("infos/")},
+    )
