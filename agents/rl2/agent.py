@@ -1,0 +1,241 @@
+"""RL² agent: GRU policy and value networks, PPO over whole trials."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from metarl.envs_api import MetaEnv
+from metarl.nn import CategoricalHead, gae, make_head, masked_mean, ppo_clip_loss
+from metarl.random import BatchRNG
+from metarl.sampling import Sampler
+from metarl.types import Task, TrialSequences, Transition
+
+
+@dataclass
+class RL2Config:
+    """RL² hyperparameters (paper: GRU 256 units, γ=0.99, λ=0.3; PPO in place of TRPO)."""
+
+    episodes_per_trial: int = 10
+    tasks_per_iteration: int = 250
+    hidden_size: int = 256
+    discount: float = 0.99
+    gae_lambda: float = 0.3
+    lr: float = 1e-3
+    value_lr: float = 1e-3
+    ppo_epochs: int = 5
+    minibatches: int = 4
+    clip: float = 0.2
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    reward_scale: float = 1.0
+    normalize_advantages: bool = True
+
+
+class RecurrentNet(nn.Module):
+    """GRU over the RL² input features, followed by a linear output (or an action head)."""
+
+    def __init__(self, input_size: int, hidden_size: int, output: nn.Module):
+        super().__init__()
+        self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
+        self.output = output
+
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs [B, L, F]`` → ``(outputs [B, L, ...], hidden [1, B, H])``."""
+        features, hidden = self.gru(inputs, hidden)
+        return self.output(features), hidden
+
+
+def _flat_obs_size(space: spaces.Space) -> int:
+    if not isinstance(space, spaces.Box):
+        raise ValueError(f"RL² needs a Box observation space, got {space}")
+    return int(np.prod(space.shape))
+
+
+class RL2Inputs:
+    """Builds the GRU input ``[obs, encode(prev action), prev reward, episode-start]``."""
+
+    def __init__(self, obs_size: int, head: nn.Module, reward_scale: float):
+        self.obs_size, self.head, self.reward_scale = obs_size, head, reward_scale
+        self.size = obs_size + head.action_features + 2
+
+    def build(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+              episode_start: torch.Tensor, has_prev: torch.Tensor) -> torch.Tensor:
+        """All arguments share leading dims; ``has_prev`` zeroes the previous-step features
+        at the first step of a trial."""
+        a = self.head.encode(prev_action) * has_prev.unsqueeze(-1)
+        r = (prev_reward * self.reward_scale * has_prev).unsqueeze(-1)
+        return torch.cat([obs.float(), a, r, episode_start.float().unsqueeze(-1)], dim=-1)
+
+    def from_sequences(self, seq: TrialSequences) -> torch.Tensor:
+        """Inputs for packed trials ``[R, L, F]`` (previous action/reward shifted by one)."""
+        obs = torch.as_tensor(seq.observations).reshape(*seq.mask.shape, self.obs_size)
+        actions = torch.as_tensor(seq.actions)
+        rewards = torch.as_tensor(seq.rewards, dtype=torch.float32)
+        prev_a = torch.roll(actions, 1, dims=1)
+        prev_r = torch.roll(rewards, 1, dims=1)
+        has_prev = torch.ones(seq.mask.shape)
+        has_prev[:, 0] = 0.0
+        return self.build(obs, prev_a, prev_r, torch.as_tensor(seq.episode_start), has_prev)
+
+
+@dataclass
+class _TrialState:
+    hidden: torch.Tensor  # [1, B, H]
+    prev_action: torch.Tensor
+    prev_reward: torch.Tensor
+    episode_start: torch.Tensor  # bool [B]
+    has_prev: torch.Tensor  # float [B]: 0 before the first step of the trial
+    rng: BatchRNG
+    pending_hidden: torch.Tensor | None = None  # computed by act, committed by observe
+
+
+class RL2Policy:
+    """The adapting policy: hidden state carried across the episodes of a trial."""
+
+    def __init__(self, net: RecurrentNet, inputs: RL2Inputs, deterministic: bool = False):
+        self.net, self.inputs, self.deterministic = net, inputs, deterministic
+        self.device = next(net.parameters()).device
+
+    def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> _TrialState:
+        b = len(tasks) * trials
+        h = self.net.gru.hidden_size
+        discrete = isinstance(self.net.output, CategoricalHead)
+        action_shape = () if discrete else (self.net.output.action_features,)
+        dtype = torch.long if discrete else torch.float32
+        return _TrialState(
+            hidden=torch.zeros(1, b, h, device=self.device),
+            prev_action=torch.zeros((b, *action_shape), dtype=dtype, device=self.device),
+            prev_reward=torch.zeros(b, device=self.device),
+            episode_start=torch.ones(b, dtype=torch.bool, device=self.device),
+            has_prev=torch.zeros(b, device=self.device),
+            rng=rng,
+        )
+
+    def act(self, obs: torch.Tensor, state: _TrialState):
+        x = self.inputs.build(obs.reshape(obs.shape[0], -1), state.prev_action, state.prev_reward, state.episode_start,
+                              state.has_prev)
+        params, hidden = self.net(x.unsqueeze(1), state.hidden)
+        action = self.net.output.sample(params[:, 0], state.rng, self.deterministic)
+        state.pending_hidden = hidden  # committed in observe() for valid environments
+        return action, state, {}
+
+    def observe(self, state: _TrialState, step: Transition) -> _TrialState:
+        valid = torch.as_tensor(step.valid, device=self.device)
+        keep = valid.view(1, -1, 1)
+        state.hidden = torch.where(keep, state.pending_hidden, state.hidden)
+        action = torch.as_tensor(step.actions, device=self.device).to(state.prev_action.dtype)
+        vmask = valid.view(-1, *([1] * (action.dim() - 1)))
+        state.prev_action = torch.where(vmask, action, state.prev_action)
+        reward = torch.as_tensor(step.rewards, dtype=torch.float32, device=self.device)
+        state.prev_reward = torch.where(valid, reward, state.prev_reward)
+        state.episode_start = torch.where(valid, torch.zeros_like(valid), state.episode_start)
+        state.has_prev = torch.where(valid, torch.ones_like(state.has_prev), state.has_prev)
+        return state
+
+    def end_episode(self, state: _TrialState, episode) -> _TrialState:
+        state.episode_start = torch.ones_like(state.episode_start)
+        return state
+
+
+class RL2Agent:
+    """RL² with a PPO outer loop. One iteration = one batch of trials on fresh tasks."""
+
+    def __init__(self, env: MetaEnv, config: RL2Config, device: str = "cpu"):
+        self.env, self.config = env, config
+        self.device = torch.device(device)
+        obs_size = _flat_obs_size(env.observation_space)
+        head = make_head(config.hidden_size, env.action_space)
+        self.inputs = RL2Inputs(obs_size, head, config.reward_scale)
+        self.policy_net = RecurrentNet(self.inputs.size, config.hidden_size, head).to(self.device)
+        self.value_net = RecurrentNet(self.inputs.size, config.hidden_size,
+                                      nn.Linear(config.hidden_size, 1)).to(self.device)
+        self.policy_opt = torch.optim.Adam(self.policy_net.parameters(), lr=config.lr)
+        self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
+        self.iteration = 0
+
+    def policy(self, deterministic: bool = False) -> RL2Policy:
+        return RL2Policy(self.policy_net, self.inputs, deterministic)
+
+    def train_iteration(self, sampler: Sampler, rng: np.random.Generator) -> dict[str, float]:
+        cfg = self.config
+        tasks = self.env.sample_tasks(cfg.tasks_per_iteration, rng)
+        seed = int(rng.integers(2**31))
+        rollouts = sampler.sample(self.policy(), tasks, trials=1,
+                                  episodes=cfg.episodes_per_trial, seed=seed)
+        metrics = self.update(rollouts.trial_sequences())
+        returns = rollouts.episode_returns()
+        metrics.update(trial_return=float(returns.sum(-1).mean()),
+                       first_episode_return=float(returns[..., 0].mean()),
+                       last_episode_return=float(returns[..., -1].mean()),
+                       env_steps=float(rollouts.num_steps))
+        self.iteration += 1
+        return metrics
+
+    def update(self, seq: TrialSequences) -> dict[str, float]:
+        """PPO epochs over minibatches of whole trials."""
+        cfg = self.config
+        dev = self.device
+        x = self.inputs.from_sequences(seq).to(dev)
+        actions = torch.as_tensor(seq.actions, device=dev)
+        rewards = torch.as_tensor(seq.rewards, dtype=torch.float32, device=dev) * cfg.reward_scale
+        mask = torch.as_tensor(seq.mask, device=dev)
+        with torch.no_grad():
+            params, _ = self.policy_net(x)
+            old_log_prob = self.policy_net.output.log_prob(params, actions)
+            values = self.value_net(x)[0].squeeze(-1)
+            advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
+        if cfg.normalize_advantages:
+            mean = masked_mean(advantages, mask)
+            std = masked_mean((advantages - mean) ** 2, mask).sqrt()
+            advantages = (advantages - mean) / (std + 1e-8)
+        rows = x.shape[0]
+        stats: dict[str, list[float]] = {}
+        perm_gen = torch.Generator().manual_seed(self.iteration)
+        for _ in range(cfg.ppo_epochs):
+            for idx in torch.randperm(rows, generator=perm_gen).chunk(cfg.minibatches):
+                m = mask[idx]
+                params, _ = self.policy_net(x[idx])
+                head = self.policy_net.output
+                loss, info = ppo_clip_loss(head.log_prob(params, actions[idx]),
+                                           old_log_prob[idx], advantages[idx], cfg.clip, m)
+                entropy = masked_mean(head.entropy(params), m)
+                _step(self.policy_opt, self.policy_net, loss - cfg.entropy_coef * entropy,
+                      cfg.max_grad_norm)
+                value_loss = masked_mean((self.value_net(x[idx])[0].squeeze(-1)
+                                          - returns[idx]) ** 2, m)
+                _step(self.value_opt, self.value_net, value_loss, cfg.max_grad_norm)
+                for key, value in (("policy_loss", loss), ("value_loss", value_loss),
+                                   ("entropy", entropy), *info.items()):
+                    stats.setdefault(key, []).append(float(value.detach()))
+        return {key: float(np.mean(v)) for key, v in stats.items()}
+
+    def state_dict(self) -> dict:
+        return {
+            "policy_net": self.policy_net.state_dict(),
+            "value_net": self.value_net.state_dict(),
+            "policy_opt": self.policy_opt.state_dict(),
+            "value_opt": self.value_opt.state_dict(),
+            "iteration": self.iteration,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy_net.load_state_dict(state["policy_net"])
+        self.value_net.load_state_dict(state["value_net"])
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        self.iteration = int(state["iteration"])
+
+
+def _step(optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor,
+          max_grad_norm: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
+    optimizer.step()
