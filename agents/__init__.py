@@ -1,1 +1,48 @@
-"""Agents, installed as metarl.agents."""
+"""Agents, installed as ``metarl.agents``, and their registry.
+
+Each registry entry names the agent class and its config dataclass; the class is built as
+``Agent(env, config, device=...)`` and implements :class:`metarl.policy.Agent`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    module: str  # under metarl.agents
+    agent_class: str
+    config_class: str
+    description: str
+    kind: str = "meta-rl"  # or "few-shot"
+    envs: tuple[str, ...] = ()  # env families it supports; empty = any
+
+    def load(self) -> tuple[type, type]:
+        module = importlib.import_module(f"metarl.agents.{self.module}")
+        return getattr(module, self.agent_class), getattr(module, self.config_class)
+
+
+REGISTRY: dict[str, AgentSpec] = {
+    "rl2": AgentSpec("rl2", "rl2", "RL2Agent", "RL2Config",
+                     "RL2: GRU policy over (obs, prev action, prev reward, done), PPO outer loop"),
+}
+
+
+class UnknownAgentError(ValueError):
+    pass
+
+
+def get(name: str) -> AgentSpec:
+    if name not in REGISTRY:
+        raise UnknownAgentError(
+            f"unknown agent {name!r}; valid agents: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def build(name: str, env: Any, config: Any, device: str = "cpu") -> Any:
+    agent_cls, _ = get(name).load()
+    return agent_cls(env, config, device=device)

@@ -42,6 +42,12 @@ register("bandit", "bandit:BanditEnv",
          "k-armed Bernoulli bandit, arm means ~U[0,1], one pull per episode (RL2 Table 1)")
 register("tabular-mdp", "tabular_mdp:TabularMDPEnv",
          "random MDP, |S|=10 |A|=5, rewards N(N(1,1),1), Dirichlet(1) transitions, horizon 10")
+register("maze", "maze:MazeEnv",
+         "random 7x7 DFS maze, hidden goal far from the start, -0.04/step, +1 at goal (RL2)")
+register("maze-sign", "maze:MazeSignEnv",
+         "maze whose goal is a corner revealed only at a sign cell far from the start (DREAM)")
+register("point-nav", "point_nav:PointNavEnv",
+         "2-D point to a goal ~U[-0.5,0.5]^2, actions clipped to 0.1, reward -distance, T=100")
 
 
 class UnknownEnvError(ValueError):

@@ -1,0 +1,234 @@
+"""The ``metarl`` / ``train-agent`` command line.
+
+``metarl list [envs|agents]``, ``metarl train AGENT ENV ...``, ``metarl eval RUN_DIR ...``,
+``metarl bench NAME ...``. Bad input prints one line ``metarl: error: ...`` on stderr and
+exits with code 2; nothing already written is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+
+class UsageError(ValueError):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    from metarl.agents import UnknownAgentError
+    from metarl.config import ConfigError
+    from metarl.envs import UnknownEnvError
+    from metarl.io import CheckpointError
+
+    return UsageError, ConfigError, UnknownAgentError, UnknownEnvError, CheckpointError
+
+
+# --------------------------------------------------------------------------- list
+def cmd_list(args: argparse.Namespace) -> int:
+    from metarl.agents import REGISTRY as AGENTS
+    from metarl.envs import REGISTRY as ENVS
+
+    if args.what in ("envs", "all"):
+        print("envs:")
+        for spec in ENVS.values():
+            print(f"  {spec.name:<18} [{spec.family}] {spec.description}")
+    if args.what in ("agents", "all"):
+        print("agents:")
+        for spec in AGENTS.values():
+            print(f"  {spec.name:<18} [{spec.kind}] {spec.description}")
+    return 0
+
+
+# -------------------------------------------------------------------------- train
+def _resolve_config_file(value: str) -> Path:
+    """A YAML path, or a preset name like ``rl2/bandit-k5-n10`` under experiments/configs."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    root = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+    preset = root / (value if value.endswith(".yaml") else f"{value}.yaml")
+    if preset.is_file():
+        return preset
+    raise UsageError(f"config {value!r} is neither a file nor a preset under {root}")
+
+
+def gather_config_values(args: argparse.Namespace) -> dict[str, Any]:
+    from metarl.config import load_yaml, parse_overrides
+
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(load_yaml(_resolve_config_file(args.config)))
+    for key in ("agent", "env"):
+        given = getattr(args, key, None)
+        if given:
+            if key in values and values[key] != given:
+                raise UsageError(f"{key} {given!r} on the command line but {values[key]!r} in "
+                                 f"{args.config}")
+            values[key] = given
+    for key in ("agent", "env"):
+        if key not in values:
+            raise UsageError(f"no {key} given (positional or in --config)")
+    values.update(parse_overrides(args.set or []))
+    for flag in ("seed", "iterations", "device"):
+        if getattr(args, flag, None) is not None:
+            values[flag] = getattr(args, flag)
+    return values
+
+
+def make_sampler(env, kind: str, workers: int, ray_address: str | None):
+    from metarl.sampling import LocalSampler
+
+    if kind == "local":
+        return LocalSampler(env)
+    if kind == "ray":
+        from metarl.sampling.ray_sampler import RaySampler
+
+        return RaySampler(env, workers=workers, address=ray_address)
+    raise UsageError(f"unknown sampler {kind!r}; valid samplers: local, ray")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metarl import runs
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if args.resume:
+        if run_dir is None:
+            raise UsageError("--resume needs --run-dir DIR of the run to continue")
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"cannot resume: {str(run_dir)!r} has no config.yaml")
+    values = gather_config_values(args) if not args.resume else runs.resume_values(run_dir, args)
+    config, env = runs.build_run_config(values)
+    if run_dir is None:
+        run_dir = runs.default_run_dir(config)
+    if not args.resume and (run_dir / "checkpoints").is_dir() and any(
+            (run_dir / "checkpoints").iterdir()):
+        raise UsageError(f"run dir {str(run_dir)!r} already holds checkpoints; "
+                         f"use --resume to continue it or choose another --run-dir")
+    sampler = make_sampler(env, args.sampler, args.workers, args.ray_address)
+    trainer = runs.make_trainer(run_dir, config, env, sampler)
+    if args.resume:
+        start = trainer.resume()
+        print(f"resuming {run_dir} at iteration {start}", file=sys.stderr)
+    summary = trainer.train()
+    result = runs.final_evaluation(trainer)
+    print(json.dumps({"run_dir": str(run_dir), **summary, **result}))
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from metarl import runs
+    from metarl.evaluation import evaluate
+    from metarl.sampling import LocalSampler
+
+    loaded = runs.load(args.run_dir)
+    if args.num_tasks < 1:
+        raise UsageError(f"--num-tasks must be >= 1, got {args.num_tasks}")
+    if args.episodes is not None and args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    result = evaluate(loaded.agent, loaded.env, LocalSampler(loaded.env), split=args.split,
+                      num_tasks=args.num_tasks, episodes=args.episodes, seed=args.seed)
+    result = {"agent": loaded.config.agent, "env": loaded.config.env,
+              "iteration": loaded.iteration, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['agent']} on {result['env']} ({args.split} split, {args.num_tasks} tasks,"
+              f" checkpoint iteration {loaded.iteration})")
+        for k, value in enumerate(result["returns_per_episode"]):
+            print(f"  episode {k:>3}: {value:10.3f}")
+        print(f"  mean return {result['mean_return']:.3f}; trial return "
+              f"{result['trial_return']:.3f} ± {result['trial_return_stderr']:.3f}")
+    return 0
+
+
+# -------------------------------------------------------------------------- bench
+BENCHMARKS = {"envs": "metarl.benchmarks.envs"}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    if args.name not in BENCHMARKS:
+        raise UsageError(f"unknown benchmark {args.name!r}; valid benchmarks: "
+                         f"{', '.join(sorted(BENCHMARKS))}")
+    result = importlib.import_module(BENCHMARKS[args.name]).run()
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def _add_train_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("agent", nargs="?", help="agent name (see `metarl list agents`)")
+        p.add_argument("env", nargs="?", help="env name (see `metarl list envs`)")
+    p.add_argument("--config", help="YAML file or preset name (e.g. rl2/bandit-k5-n10)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
+                   help="override config keys, e.g. --set lr=1e-3 env.arms=10")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--run-dir", help="run directory (default runs/AGENT-ENV-seedN)")
+    p.add_argument("--sampler", default="local", help="local (default) or ray")
+    p.add_argument("--workers", type=int, default=2, help="Ray workers (--sampler ray)")
+    p.add_argument("--ray-address", help="address of a running Ray cluster (default: local)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.set_defaults(func=cmd_train)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="metarl", description="Meta-reinforcement learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("list", help="list envs and agents")
+    p.add_argument("what", nargs="?", default="all", choices=["all", "envs", "agents"])
+    p.set_defaults(func=cmd_list)
+    _add_train_arguments(sub.add_parser("train", help="train an agent"))
+    p = sub.add_parser("eval", help="adaptation curve of a trained run on held-out tasks")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--num-tasks", type=int, default=100)
+    p.add_argument("--episodes", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("bench", help="run a benchmark and print its figures")
+    p.add_argument("name", help=f"one of: {', '.join(sorted(BENCHMARKS))}")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    errors = _usage_errors()
+    try:
+        return args.func(args)
+    except errors as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        print(f"metarl: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metarl: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+def train_agent_main(argv: list[str] | None = None) -> int:
+    """``train-agent AGENT ENV ...`` is ``metarl train AGENT ENV ...``."""
+    argv = sys.argv[1:] if argv is None else argv
+    return main(["train", *argv])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

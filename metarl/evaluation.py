@@ -1,0 +1,44 @@
+"""Adaptation curves on held-out tasks: the return of episode k of a trial, per k."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from metarl.envs_api import MetaEnv
+from metarl.policy import Agent
+from metarl.sampling import Sampler
+
+
+def default_episodes(agent: Agent) -> int:
+    """Episodes per evaluation trial: the agent's own trial length where it has one."""
+    return int(getattr(agent.config, "episodes_per_trial", 0) or 3)
+
+
+def evaluate(agent: Agent, env: MetaEnv, sampler: Sampler, *, split: str = "test",
+             num_tasks: int = 100, episodes: int | None = None, trials: int = 1,
+             seed: int = 0, deterministic: bool = False) -> dict[str, Any]:
+    """Run trials of the agent's adapting policy on ``num_tasks`` tasks of ``split``.
+
+    Returns ``returns_per_episode`` (mean over tasks and trials of the return of episode
+    ``k``), ``mean_return`` (mean episode return), ``trial_return`` (mean total return of a
+    trial) with its standard error over tasks, and sample counts."""
+    episodes = episodes or default_episodes(agent)
+    tasks = env.split_tasks(split, num_tasks, seed=seed)
+    rollouts = sampler.sample(agent.policy(deterministic), tasks, trials=trials,
+                              episodes=episodes, seed=seed + 10_000)
+    returns = rollouts.episode_returns()  # [N, M, K]
+    per_task_trial = returns.sum(-1).mean(1)  # [N]
+    return {
+        "split": split,
+        "num_tasks": num_tasks,
+        "trials": trials,
+        "episodes": episodes,
+        "returns_per_episode": [float(x) for x in returns.mean(axis=(0, 1))],
+        "mean_return": float(returns.mean()),
+        "trial_return": float(per_task_trial.mean()),
+        "trial_return_stderr": float(per_task_trial.std(ddof=1) / np.sqrt(num_tasks))
+        if num_tasks > 1 else 0.0,
+        "env_steps": rollouts.num_steps,
+    }

@@ -1,0 +1,95 @@
+"""Building, loading and resuming runs (shared by the CLI and notebooks).
+
+``metarl.load(run_dir)`` gives back the trained agent with its env and config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metarl import agents, envs
+from metarl.config import ConfigError, RunConfig, build_config, load_yaml
+from metarl.envs_api import MetaEnv
+from metarl.io import CheckpointError, atomic_write_text, load_checkpoint
+from metarl.training import Trainer, latest_checkpoint
+
+
+def build_run_config(values: dict[str, Any]) -> tuple[RunConfig, MetaEnv]:
+    """Validate flat config values; returns the config and the constructed env."""
+    spec = envs.REGISTRY.get(values["env"])
+    if spec is None:
+        envs.make(values["env"])  # raises UnknownEnvError with the valid names
+    _, config_cls = agents.get(values["agent"]).load()
+    config = build_config(values, config_cls, spec.load())
+    try:
+        env = envs.make(config.env, **config.env_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"env {config.env!r}: {exc}") from None
+    return config, env
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / f"{config.agent}-{config.env}-seed{config.trainer.seed}"
+
+
+def make_agent(config: RunConfig, env: MetaEnv):
+    torch.manual_seed(config.trainer.seed)
+    return agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
+
+
+def make_trainer(run_dir: Path, config: RunConfig, env: MetaEnv, sampler) -> Trainer:
+    return Trainer(run_dir, config, make_agent(config, env), env, sampler)
+
+
+def resume_values(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The saved config of a run; only ``--iterations`` may change when resuming."""
+    values = load_yaml(run_dir / "config.yaml")
+    if args.iterations is not None:
+        values["iterations"] = args.iterations
+    return values
+
+
+def final_evaluation(trainer: Trainer) -> dict[str, Any]:
+    from metarl.evaluation import evaluate
+
+    cfg = trainer.config.trainer
+    result = evaluate(trainer.agent, trainer.env, trainer.eval_sampler, num_tasks=cfg.eval_tasks,
+                      seed=cfg.seed)
+    atomic_write_text(trainer.run_dir / "eval.json", json.dumps(result, indent=2))
+    return {"eval_trial_return": result["trial_return"], "eval_mean_return": result["mean_return"]}
+
+
+@dataclass
+class LoadedRun:
+    agent: Any
+    env: MetaEnv
+    config: RunConfig
+    iteration: int
+    run_dir: Path
+
+
+def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedRun:
+    """A trained run: its agent (weights from the latest checkpoint), env and config."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run dir {str(run_dir)!r} does not exist")
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{str(run_dir)!r} is not a run dir (no config.yaml)")
+    config, env = build_run_config(load_yaml(run_dir / "config.yaml"))
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if path is None:
+        raise CheckpointError(f"run dir {str(run_dir)!r} has no checkpoints")
+    state = load_checkpoint(path)
+    agent = make_agent(config, env)
+    try:
+        agent.load_state_dict(state["agent"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit agent {config.agent!r}: "
+                              f"{str(exc).splitlines()[0][:120]}") from None
+    return LoadedRun(agent, env, config, int(state["iteration"]), run_dir)
