@@ -32,6 +32,7 @@ from gymnasium import spaces
 
 from metarl.envs._render import canvas, fill_circle
 from metarl.envs_api import MetaEnv, VectorMetaEnv
+from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
 
 STEP_REWARD = -0.04
@@ -290,7 +291,7 @@ class VectorMazeEnv(VectorMetaEnv):
         self.max_episode_steps = _check_size(size, horizon)
         self.num_envs, self.size, self.sign = num_envs, size, sign
         self.single_observation_space, self.single_action_space = maze_spaces(sign)
-        self._rng = np.random.default_rng()
+        self._rng = as_batch_rng(None, num_envs)  # unused: the dynamics are deterministic
         self._next: np.ndarray | None = None
         self._t = 0
 
@@ -309,11 +310,11 @@ class VectorMazeEnv(VectorMetaEnv):
         self._start, self._goal = stack["start"] + offset, stack["goal"] + offset
         self._cell = self._start.copy()
 
-    def reset(self, seed: int | None = None):
+    def reset(self, seed: int | BatchRNG | None = None):
         if self._next is None:
             raise RuntimeError("VectorMazeEnv: no tasks set; call set_tasks first")
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = as_batch_rng(seed, self.num_envs)
         self._cell = self._start.copy()
         self._t = 0
         return self._obs.take(self._cell, axis=0), {}

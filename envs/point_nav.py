@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from metarl.envs._render import canvas, draw_polyline, fill_circle, fill_rect
 from metarl.envs_api import MetaEnv, VectorMetaEnv
+from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
 
 MAX_ACTION = 0.1
@@ -117,7 +118,7 @@ class VectorPointNavEnv(VectorMetaEnv):
         self._goal = np.zeros((num_envs, 2))
         self._pos = np.zeros((num_envs, 2))
         self._t = 0
-        self._rng = np.random.default_rng()
+        self._rng = as_batch_rng(None, num_envs)  # unused: the dynamics are deterministic
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         if len(tasks) != self.num_envs:
@@ -127,9 +128,9 @@ class VectorPointNavEnv(VectorMetaEnv):
             raise ValueError(f"task goals must have shape (2,), got {goals.shape[1:]}")
         self._goal = goals
 
-    def reset(self, seed: int | None = None):
+    def reset(self, seed: int | BatchRNG | None = None):
         if seed is not None:
-            self._rng = np.random.default_rng(seed)
+            self._rng = as_batch_rng(seed, self.num_envs)
         self._pos = np.zeros((self.num_envs, 2))
         self._t = 0
         return self._pos.astype(np.float32), {}

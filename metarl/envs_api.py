@@ -72,8 +72,13 @@ class MetaEnv(gym.Env, ABC):
         """A vector version with ``num_envs`` copies; natively batched where available."""
         return SerialVectorEnv([self._clone for _ in range(num_envs)])
 
+    @property
+    def init_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments, to rebuild this env elsewhere (clones, Ray workers)."""
+        return dict(getattr(self, "_init_kwargs", {}))
+
     def _clone(self) -> MetaEnv:
-        return type(self)(**getattr(self, "_init_kwargs", {}))
+        return type(self)(**self.init_kwargs)
 
 
 class VectorMetaEnv(ABC):

@@ -39,6 +39,8 @@ def default_run_dir(config: RunConfig) -> Path:
 
 
 def make_agent(config: RunConfig, env: MetaEnv):
+    if config.trainer.threads:
+        torch.set_num_threads(config.trainer.threads)
     torch.manual_seed(config.trainer.seed)
     return agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
 

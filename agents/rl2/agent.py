@@ -122,9 +122,10 @@ class RL2Policy:
         x = self.inputs.build(obs.reshape(obs.shape[0], -1), state.prev_action, state.prev_reward, state.episode_start,
                               state.has_prev)
         params, hidden = self.net(x.unsqueeze(1), state.hidden)
-        action = self.net.output.sample(params[:, 0], state.rng, self.deterministic)
+        head = self.net.output
+        action = head.sample(params[:, 0], state.rng, self.deterministic)
         state.pending_hidden = hidden  # committed in observe() for valid environments
-        return action, state, {}
+        return action, state, {"log_prob": head.log_prob(params[:, 0], action)}
 
     def observe(self, state: _TrialState, step: Transition) -> _TrialState:
         valid = torch.as_tensor(step.valid, device=self.device)

@@ -1,32 +1,36 @@
-"""Helpers shared by the baseline policies."""
+"""Helpers shared by the baseline policies.
+
+All randomness comes from the :class:`~metarl.random.BatchRNG` the sampler passes to
+``reset`` (one stream per environment), so results are reproducible and independent of how
+tasks are sharded. Beta and Dirichlet draws use inverse CDFs of its uniforms.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
+from scipy.special import betaincinv, gammaincinv
 
 from metarl.envs_api import MetaEnv
-from metarl.policy import State, StatelessPolicy
-from metarl.types import Task
-
-Seed = int | np.random.Generator | None
+from metarl.policy import StatelessPolicy
+from metarl.random import BatchRNG
 
 
-def as_generator(seed: Seed) -> np.random.Generator:
-    """A generator from a seed, or ``seed`` itself if it already is one."""
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def argmax_random_ties(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def argmax_random_ties(scores: np.ndarray, rng: BatchRNG) -> np.ndarray:
     """Row-wise argmax of ``scores [B, k]``, breaking ties uniformly at random (``inf`` ok)."""
     ties = scores == scores.max(axis=1, keepdims=True)
     return np.argmax(ties * rng.random(scores.shape), axis=1)
 
 
-def num_envs(tasks: Sequence[Task], trials: int) -> int:
-    return len(tasks) * trials
+def sample_beta(rng: BatchRNG, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``Beta(a, b)`` draws of shape ``a.shape`` (first dimension = batch)."""
+    return betaincinv(a, b, rng.random(np.shape(a)))
+
+
+def sample_dirichlet(rng: BatchRNG, alpha: np.ndarray) -> np.ndarray:
+    """``Dirichlet(alpha)`` draws over the last axis (normalised Gamma draws)."""
+    gammas = np.maximum(gammaincinv(alpha, rng.random(alpha.shape)), 1e-300)
+    return gammas / gammas.sum(axis=-1, keepdims=True)
 
 
 def one_hot_index(obs: np.ndarray) -> np.ndarray:
@@ -37,15 +41,13 @@ def one_hot_index(obs: np.ndarray) -> np.ndarray:
 class RandomPolicy(StatelessPolicy):
     """Uniformly random discrete actions (the lower reference of RL² Tables 1 and 2)."""
 
-    def __init__(self, num_actions: int, seed: Seed = None):
+    def __init__(self, num_actions: int):
         self.num_actions = num_actions
-        self.rng = as_generator(seed)
 
     @classmethod
-    def from_env(cls, env: MetaEnv, episodes: int, seed: Seed = None) -> RandomPolicy:
-        return cls(int(env.action_space.n), seed=seed)
+    def from_env(cls, env: MetaEnv, episodes: int) -> RandomPolicy:
+        return cls(int(env.action_space.n))
 
-    def act(self, obs: torch.Tensor, state: State
-            ) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
-        actions = self.rng.integers(self.num_actions, size=obs.shape[0])
-        return torch.as_tensor(actions), state, {}
+    def act(self, obs: torch.Tensor, state: BatchRNG
+            ) -> tuple[torch.Tensor, BatchRNG, dict[str, torch.Tensor]]:
+        return torch.as_tensor(state.integers(self.num_actions)), state, {}
