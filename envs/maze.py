@@ -14,6 +14,7 @@ Actions: ``0`` up, ``1`` down, ``2`` left, ``3`` right. Rewards (RL²): ``-0.04`
 ``-0.001`` more when the move bumps into a wall (the agent stays put) and ``+1`` more on
 reaching the goal, which terminates the episode (so the goal step pays ``0.96``). Episodes are
 truncated after ``horizon`` steps (default ``50`` for 7x7, scaled with the number of rooms).
+The goal is absorbing: stepping a finished episode stays there with reward ``0``.
 Observation (float32): the 3x3 wall bits around the agent (row-major), its position
 ``(row, col) / (size - 1)`` and, for ``maze-sign``, the sign one-hot.
 

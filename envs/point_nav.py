@@ -90,8 +90,9 @@ class PointNavEnv(MetaEnv):
 
 def render_point_nav(goal: np.ndarray, trail: np.ndarray, goal_range: float = 0.5,
                      size: int = 240) -> np.ndarray:
-    """Top-down view of ``[-2r, 2r]^2``: goal square (grey), goal green, trail blue, agent red."""
-    extent = 2 * goal_range
+    """Top-down view of ``[-2r, 2r]^2`` (widened to fit the trail): goal square grey, goal
+    green, trail blue, agent red."""
+    extent = max(2 * goal_range, 1.1 * float(np.abs(trail).max()))
     scale = (size - 1) / (2 * extent)
 
     def px(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # world (x, y) -> (row, col)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 class UsageError(ValueError):
     """Bad input from the user: reported as one line, exit code 2."""
 

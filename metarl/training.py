@@ -122,7 +122,8 @@ class Trainer:
         started = time.time()
         for it in range(self.start_iteration, cfg.iterations):
             tick = time.time()
-            metrics = self.agent.train_iteration(self.sampler, np.random.default_rng([cfg.seed, it]))
+            rng = np.random.default_rng([cfg.seed, it])
+            metrics = self.agent.train_iteration(self.sampler, rng)
             env_steps += int(metrics.get("env_steps", 0))
             row = {"iteration": it, "env_steps_total": env_steps,
                    "time_s": round(time.time() - tick, 4), **metrics}

@@ -144,20 +144,20 @@ class Rollouts:
     def episode_lengths(self) -> np.ndarray:
         return self.valid.sum(axis=-1)
 
-    def map_arrays(self, fn) -> Rollouts:
+    def map_arrays(self, fn, tasks: tuple[Task, ...] | None = None) -> Rollouts:
         """Apply ``fn`` to every per-step array (including extras and infos)."""
         return replace(
             self,
             **{name: fn(getattr(self, name)) for name in _STEP_FIELDS},
             extras={k: fn(v) for k, v in self.extras.items()},
             infos={k: fn(v) for k, v in self.infos.items()},
+            tasks=self.tasks if tasks is None else tasks,
         )
 
     def select_tasks(self, index: slice | Sequence[int]) -> Rollouts:
-        picked = self.map_arrays(lambda a: a[index])
         tasks = self.tasks[index] if isinstance(index, slice) else tuple(
             self.tasks[i] for i in index)
-        return replace(picked, tasks=tuple(tasks))
+        return self.map_arrays(lambda a: a[index], tasks=tuple(tasks))
 
     def select_episodes(self, index: slice | Sequence[int]) -> Rollouts:
         return self.map_arrays(lambda a: a[:, :, index])

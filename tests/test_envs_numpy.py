@@ -401,3 +401,12 @@ def test_vector_equals_single_envs(name):
             valid &= ~(v_term | v_trunc)
     if name.startswith("maze"):
         assert reached > 0, "some random walks should reach the goal"
+
+
+def test_benchmark_smoke():
+    from metarl.benchmarks.envs import run
+
+    result = run(num_envs=4, steps=3, envs=NUMPY_ENVS)
+    assert set(result["envs"]) == set(NUMPY_ENVS)
+    for figures in result["envs"].values():
+        assert figures["vector_steps_per_s"] > 0 and figures["loop_steps_per_s"] > 0

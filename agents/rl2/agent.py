@@ -14,7 +14,7 @@ from metarl.envs_api import MetaEnv
 from metarl.nn import CategoricalHead, gae, make_head, masked_mean, ppo_clip_loss
 from metarl.random import BatchRNG
 from metarl.sampling import Sampler
-from metarl.types import Task, TrialSequences, Transition
+from metarl.types import Task, Transition, TrialSequences
 
 
 @dataclass
@@ -119,8 +119,8 @@ class RL2Policy:
         )
 
     def act(self, obs: torch.Tensor, state: _TrialState):
-        x = self.inputs.build(obs.reshape(obs.shape[0], -1), state.prev_action, state.prev_reward, state.episode_start,
-                              state.has_prev)
+        x = self.inputs.build(obs.reshape(obs.shape[0], -1), state.prev_action,
+                              state.prev_reward, state.episode_start, state.has_prev)
         params, hidden = self.net(x.unsqueeze(1), state.hidden)
         head = self.net.output
         action = head.sample(params[:, 0], state.rng, self.deterministic)

@@ -27,6 +27,7 @@ from metarl.baselines.evaluate import run_policy
 from metarl.baselines.gittins import belief_value, gittins_index, gittins_table
 from metarl.baselines.tabular import (
     OracleMDPPolicy,
+    PosteriorMeanMDPPolicy,
     PSRLPolicy,
     TabularPosterior,
     finite_horizon_q,
@@ -48,6 +49,7 @@ BASELINES: dict[str, dict[str, Factory]] = {
     },
     "tabular-mdp": {
         "random": RandomPolicy.from_env,
+        "greedy": PosteriorMeanMDPPolicy.from_env,
         "psrl": PSRLPolicy.from_env,
         "oracle": OracleMDPPolicy.from_env,
     },
@@ -55,7 +57,7 @@ BASELINES: dict[str, dict[str, Factory]] = {
 
 __all__ = [
     "BASELINES", "ArmCounts", "BanditPolicy", "EpsilonGreedyPolicy", "GittinsPolicy",
-    "GreedyPolicy", "OracleMDPPolicy", "PSRLPolicy", "RandomPolicy", "TabularPosterior",
-    "ThompsonSamplingPolicy", "UCB1Policy", "belief_value", "finite_horizon_q",
-    "gittins_index", "gittins_table", "run_policy",
+    "GreedyPolicy", "OracleMDPPolicy", "PSRLPolicy", "PosteriorMeanMDPPolicy", "RandomPolicy",
+    "TabularPosterior", "ThompsonSamplingPolicy", "UCB1Policy", "belief_value",
+    "finite_horizon_q", "gittins_index", "gittins_table", "run_policy",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -106,7 +106,7 @@ def belief_value(arms: int, episodes: int,
     """
     a, b = prior
 
-    @lru_cache(maxsize=None)
+    @cache
     def value(state: tuple[tuple[int, int], ...], remaining: int) -> float:
         if remaining == 0:
             return 0.0

@@ -74,6 +74,11 @@ class TabularPosterior:
         counts[rows, s, a, s_next] += 1.0
         return replace(self, visits=visits, reward_sums=sums, transition_counts=counts)
 
+    def mean_mdp(self) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior-mean reward means and transition probabilities."""
+        alpha = self.transition_alpha()
+        return self.reward_mean(), alpha / alpha.sum(axis=-1, keepdims=True)
+
     def sample(self, rng: BatchRNG) -> tuple[np.ndarray, np.ndarray]:
         """One MDP per environment: ``(reward means [B, S, A], transitions [B, S, A, S])``."""
         mean = self.reward_mean()
@@ -129,8 +134,12 @@ class PSRLPolicy(_GreedyPlanner):
         self.prior = {"prior_mean": prior_mean, "prior_var": prior_var,
                       "noise_var": noise_var, "dirichlet": dirichlet}
 
+    def draw(self, posterior: TabularPosterior, rng: BatchRNG) -> tuple[np.ndarray, np.ndarray]:
+        """The MDP to follow in the next episode."""
+        return posterior.sample(rng)
+
     def _plan(self, posterior: TabularPosterior, rng: BatchRNG) -> PlannerState:
-        q = finite_horizon_q(*posterior.sample(rng), self.horizon)
+        q = finite_horizon_q(*self.draw(posterior, rng), self.horizon)
         return PlannerState(q=q, step=0, posterior=posterior, rng=rng)
 
     def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> PlannerState:
@@ -142,6 +151,14 @@ class PSRLPolicy(_GreedyPlanner):
 
     def end_episode(self, state: PlannerState, episode: Rollouts) -> PlannerState:
         return self._plan(state.posterior, state.rng)
+
+
+class PosteriorMeanMDPPolicy(PSRLPolicy):
+    """Certainty equivalence ("greedy"): like PSRL, but each episode follows the optimal
+    policy of the posterior-mean MDP instead of a posterior sample."""
+
+    def draw(self, posterior: TabularPosterior, rng: BatchRNG) -> tuple[np.ndarray, np.ndarray]:
+        return posterior.mean_mdp()
 
 
 class OracleMDPPolicy(_GreedyPlanner):

@@ -4,7 +4,7 @@ For every numpy env, compare its natively batched vector env with a plain Python
 ``num_envs`` single gymnasium envs on the same tasks. Both draw random actions in one batch per
 step and reset on episode end (the vector env resets all environments every
 ``max_episode_steps`` steps, as the sampler does), so the figures compare stepping only. Rates
-are environment steps per second (``num_envs * steps / seconds``), the best of ``repeats``
+are environment steps per second (``num_envs * steps / seconds``), the best of 5
 timings (the machine may be shared); the loop is timed over ``loop_steps`` (default
 ``steps // 10``) steps to keep the benchmark short.
 
@@ -36,7 +36,7 @@ def action_sampler(space: spaces.Space, n: int,
 
 
 def vector_rate(name: str, num_envs: int, steps: int, seed: int = 0,
-                repeats: int = 3) -> float:
+                repeats: int = 5) -> float:
     """Environment steps per second of the batched vector env."""
     env = make(name)
     vec = env.vector(num_envs)
@@ -55,7 +55,7 @@ def vector_rate(name: str, num_envs: int, steps: int, seed: int = 0,
     return num_envs * steps / _best_time(episode_loop, repeats)
 
 
-def loop_rate(name: str, num_envs: int, steps: int, seed: int = 0, repeats: int = 3) -> float:
+def loop_rate(name: str, num_envs: int, steps: int, seed: int = 0, repeats: int = 5) -> float:
     """Environment steps per second of a Python loop over single gymnasium envs."""
     envs = [make(name) for _ in range(num_envs)]
     tasks = envs[0].sample_tasks(num_envs, np.random.default_rng(seed))
