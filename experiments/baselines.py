@@ -54,6 +54,7 @@ class Row:
     se: float
     hyper: dict[str, float] = field(default_factory=dict)
     paper: float | None = None
+    note: str = ""
 
 
 def mean_se(returns: np.ndarray) -> tuple[float, float]:
@@ -107,17 +108,17 @@ def evaluate(name: str, episodes: int, arms: int | None, args: argparse.Namespac
                         paper.get(baseline)))
     if name == "bandit" and episodes <= EXACT_MAX_EPISODES:
         rows.append(Row(name, episodes, arms, "bayes-optimal", belief_value(arms, episodes),
-                        0.0, {"exact": 1.0}))
+                        0.0, note="exact expectation (dynamic programming)"))
     return rows
 
 
 def format_table(rows: Sequence[Row]) -> str:
     """One line per setting and baseline."""
     lines = [f"{'env':<12}{'n':>5}{'k':>4}  {'baseline':<17}{'mean':>9} {'± se':<8}"
-             f"{'RL² paper':>10}  hyperparameters"]
+             f"{'RL² paper':>10}  hyperparameters / notes"]
     for r in rows:
         paper = "" if r.paper is None else f"{r.paper:.1f}"
-        hyper = ", ".join(f"{k}={v:g}" for k, v in r.hyper.items())
+        hyper = ", ".join([f"{k}={v:g}" for k, v in r.hyper.items()] + [r.note] * bool(r.note))
         lines.append(f"{r.env:<12}{r.episodes:>5}{r.arms or '':>4}  {r.baseline:<17}"
                      f"{r.mean:>9.2f} ± {r.se:<6.2f}{paper:>10}  {hyper}")
     return "\n".join(lines)

@@ -24,10 +24,9 @@ _M2 = np.uint64(0x94D049BB133111EB)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
+    """splitmix64's finaliser, elementwise on uint64 arrays (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
     return x ^ (x >> np.uint64(31))
 
 
@@ -38,9 +37,9 @@ class BatchRNG:
         self.seed = int(seed)
         self.tag = tag
         self.keys = np.asarray(keys, dtype=np.int64)
-        base = _mix(np.uint64(self.seed & 0xFFFFFFFFFFFFFFFF) ^ np.uint64(zlib.crc32(tag.encode())))
-        with np.errstate(over="ignore"):
-            self._state = _mix(self.keys.astype(np.uint64) * _GOLDEN + base)
+        base = np.array([self.seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
+        base = _mix(base ^ np.uint64(zlib.crc32(tag.encode())))
+        self._state = _mix(self.keys.astype(np.uint64) * _GOLDEN + base)
         self._counter = 0
 
     @property
@@ -61,8 +60,7 @@ class BatchRNG:
     def _bits(self, per_env: int) -> np.ndarray:
         counters = np.arange(self._counter, self._counter + per_env, dtype=np.uint64)
         self._counter += per_env
-        with np.errstate(over="ignore"):
-            return _mix(self._state[:, None] + (counters[None, :] + np.uint64(1)) * _GOLDEN)
+        return _mix(self._state[:, None] + (counters[None, :] + np.uint64(1)) * _GOLDEN)
 
     def _shape(self, size: int | tuple[int, ...] | None) -> tuple[int, ...]:
         if size is None:
@@ -85,9 +83,13 @@ class BatchRNG:
     def standard_normal(self, size: int | tuple[int, ...] | None = None) -> np.ndarray:
         """Gaussian samples by the Box-Muller transform."""
         shape = self._shape(size)
-        u1 = self.random(shape)
-        u2 = self.random(shape)
-        return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+        per_env = int(np.prod(shape[1:], dtype=np.int64))
+        half = (per_env + 1) // 2
+        u = self.random((self.size, 2, half))
+        radius = np.sqrt(-2.0 * np.log1p(-u[:, 0]))
+        angle = 2.0 * np.pi * u[:, 1]
+        z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+        return z[:, :per_env].reshape(shape)
 
     def normal(self, loc=0.0, scale=1.0, size=None) -> np.ndarray:
         return loc + np.asarray(scale) * self.standard_normal(size)

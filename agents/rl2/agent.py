@@ -11,7 +11,7 @@ from gymnasium import spaces
 from torch import nn
 
 from metarl.envs_api import MetaEnv
-from metarl.nn import CategoricalHead, gae, make_head, masked_mean, ppo_clip_loss
+from metarl.nn import CategoricalHead, RunningNorm, gae, make_head, masked_mean, ppo_clip_loss
 from metarl.random import BatchRNG
 from metarl.sampling import Sampler
 from metarl.types import Task, Transition, TrialSequences
@@ -35,6 +35,7 @@ class RL2Config:
     max_grad_norm: float = 1.0
     reward_scale: float = 1.0
     normalize_advantages: bool = True
+    normalize_values: bool = True  # value net predicts standardised returns
 
 
 class RecurrentNet(nn.Module):
@@ -159,6 +160,7 @@ class RL2Agent:
                                       nn.Linear(config.hidden_size, 1)).to(self.device)
         self.policy_opt = torch.optim.Adam(self.policy_net.parameters(), lr=config.lr)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
+        self.value_norm = RunningNorm().to(self.device)
         self.iteration = 0
 
     def policy(self, deterministic: bool = False) -> RL2Policy:
@@ -190,8 +192,11 @@ class RL2Agent:
         with torch.no_grad():
             params, _ = self.policy_net(x)
             old_log_prob = self.policy_net.output.log_prob(params, actions)
-            values = self.value_net(x)[0].squeeze(-1)
+            values = self._values(x)
             advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
+            if cfg.normalize_values:
+                self.value_norm.update(returns, mask)
+                returns = self.value_norm.normalize(returns)
         if cfg.normalize_advantages:
             mean = masked_mean(advantages, mask)
             std = masked_mean((advantages - mean) ** 2, mask).sqrt()
@@ -210,17 +215,23 @@ class RL2Agent:
                 _step(self.policy_opt, self.policy_net, loss - cfg.entropy_coef * entropy,
                       cfg.max_grad_norm)
                 value_loss = masked_mean((self.value_net(x[idx])[0].squeeze(-1)
-                                          - returns[idx]) ** 2, m)
+                                          - returns[idx]) ** 2, m)  # in normalised units
                 _step(self.value_opt, self.value_net, value_loss, cfg.max_grad_norm)
                 for key, value in (("policy_loss", loss), ("value_loss", value_loss),
                                    ("entropy", entropy), *info.items()):
                     stats.setdefault(key, []).append(float(value.detach()))
         return {key: float(np.mean(v)) for key, v in stats.items()}
 
+    def _values(self, x: torch.Tensor) -> torch.Tensor:
+        """State values in reward units (the net predicts standardised ones)."""
+        raw = self.value_net(x)[0].squeeze(-1)
+        return self.value_norm.denormalize(raw) if self.config.normalize_values else raw
+
     def state_dict(self) -> dict:
         return {
             "policy_net": self.policy_net.state_dict(),
             "value_net": self.value_net.state_dict(),
+            "value_norm": self.value_norm.state_dict(),
             "policy_opt": self.policy_opt.state_dict(),
             "value_opt": self.value_opt.state_dict(),
             "iteration": self.iteration,
@@ -229,6 +240,7 @@ class RL2Agent:
     def load_state_dict(self, state: dict) -> None:
         self.policy_net.load_state_dict(state["policy_net"])
         self.value_net.load_state_dict(state["value_net"])
+        self.value_norm.load_state_dict(state["value_norm"])
         self.policy_opt.load_state_dict(state["policy_opt"])
         self.value_opt.load_state_dict(state["value_opt"])
         self.iteration = int(state["iteration"])

@@ -158,7 +158,11 @@ class GittinsPolicy(BanditPolicy):
 
     The discount defaults to ``gamma = 1 - 1/n`` for trials of ``n = episodes`` pulls: the
     effective horizon ``1 / (1 - gamma)`` of the discounted problem then equals the trial
-    length (0.9 for n = 10, 0.99 for n = 100). Rewards must be 0/1 (they index the table).
+    length (0.9 for n = 10, 0.99 for n = 100). The choice matters little: for k = 5 the exact
+    expected return at n = 10 is 6.657, 6.645 and 6.588 for gamma = 0.8, 0.9 and 0.99
+    (Bayes-optimal: 6.660), and at n = 100 it moves by less than 0.4 (about one standard
+    error on 2000 tasks) for gamma in [0.95, 0.995]. Rewards must be 0/1 (they index the
+    table).
     """
 
     def __init__(self, arms: int, episodes: int, gamma: float | None = None,

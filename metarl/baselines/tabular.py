@@ -104,7 +104,7 @@ class _GreedyPlanner:
         self.states, self.actions, self.horizon = states, actions, horizon
 
     @classmethod
-    def from_env(cls, env: MetaEnv, episodes: int, **kwargs: float):
+    def from_env(cls, env: MetaEnv, episodes: int, **kwargs: float) -> _GreedyPlanner:
         """Build for ``env`` (a tabular MDP); ``episodes`` is not needed."""
         return cls(env.num_states, env.num_actions, env.max_episode_steps, **kwargs)
 

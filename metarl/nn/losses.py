@@ -62,3 +62,52 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor,
             "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask),
         }
     return loss, info
+
+
+class RunningNorm(torch.nn.Module):
+    """Running mean and variance of a scalar target (e.g. value-function returns).
+
+    Value networks predict normalised targets; ``denormalize`` maps predictions back. The
+    statistics are buffers, so they are saved and restored with the module's state dict.
+    """
+
+    def __init__(self, momentum: float = 0.0):
+        super().__init__()
+        self.momentum = momentum  # 0: exact running statistics over all updates
+        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("var", torch.ones((), dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        values = x[mask.bool()].double()
+        n = values.numel()
+        if n == 0:
+            return
+        batch_mean, batch_var = values.mean(), values.var(unbiased=False)
+        if self.momentum > 0 and self.count > 0:
+            m = self.momentum
+            new_mean = (1 - m) * self.mean + m * batch_mean
+            new_var = (1 - m) * (self.var + (self.mean - new_mean) ** 2) + m * (
+                batch_var + (batch_mean - new_mean) ** 2)
+            self.mean.copy_(new_mean)
+            self.var.copy_(new_var)
+            self.count += n
+            return
+        total = self.count + n
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * n / total
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean.copy_(new_mean)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.std + self.mean).to(x.dtype)
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.var.clamp_min(1e-8).sqrt()

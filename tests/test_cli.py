@@ -1,0 +1,98 @@
+"""The command-line contract: smoke runs, JSON output, one-line errors, exact resume."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from metarl.cli import main, train_agent_main
+
+TINY = ["--set", "tasks_per_iteration=8", "hidden_size=8", "episodes_per_trial=3",
+        "eval_tasks=5", "ppo_epochs=2", "minibatches=2"]
+
+
+def _rows(run_dir):
+    with open(run_dir / "progress.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_iteration_smoke_run_and_eval(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "rl2", "bandit", "--iterations", "2", "--run-dir", str(run), *TINY]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["iterations"] == 2
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "progress.csv", "checkpoints", "tb",
+                                                "eval.json"}
+    assert len(_rows(run)) == 2 and list((run / "tb").iterdir())
+    assert main(["eval", str(run), "--json", "--num-tasks", "7", "--episodes", "4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["agent"] == "rl2" and result["env"] == "bandit"
+    assert len(result["returns_per_episode"]) == 4 and result["num_tasks"] == 7
+    assert result["mean_return"] == pytest.approx(sum(result["returns_per_episode"]) / 4)
+
+
+def test_console_scripts(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "metarl.cli", "list", "agents"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "rl2" in out
+    run = tmp_path / "r"
+    assert train_agent_main(["rl2", "tabular-mdp", "--iterations", "1", "--run-dir", str(run),
+                             *TINY]) == 0
+    assert (run / "checkpoints" / "iter_000001.pt").is_file()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "nope", "bandit"], "unknown agent 'nope'; valid agents: rl2"),
+    (["train", "rl2", "nope"], "unknown env 'nope'; valid envs: bandit"),
+    (["train", "rl2", "bandit", "--set", "lrr=1"], "unknown config key 'lrr'"),
+    (["train", "rl2", "bandit", "--set", "lr=fast"], "config key 'lr' expects float, got 'fast'"),
+    (["train", "rl2", "bandit", "--set", "env.arms=1"], "arms must be >= 2, got 1"),
+    (["train", "rl2", "bandit", "--set", "env.horizon=3"], "unknown env key 'env.horizon'"),
+    (["train", "rl2", "bandit", "--set", "iterations"], "not of the form key=value"),
+    (["train", "rl2", "bandit", "--config", "nowhere.yaml"], "neither a file nor a preset"),
+    (["eval", "/no/such/run"], "run dir '/no/such/run' does not exist"),
+    (["bench", "nope"], "unknown benchmark 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "rl2", "bandit", "--iterations", "1", "--run-dir", str(run), *TINY]) == 0
+    ckpt = run / "checkpoints" / "iter_000001.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    assert "is corrupt or unreadable" in capsys.readouterr().err
+    assert ckpt.read_bytes() == b"not a checkpoint"  # nothing lost
+    assert main(["train", "rl2", "bandit", "--run-dir", str(run), *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    common = ["--set", "checkpoint_every=2", *TINY[1:]]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", "rl2", "bandit", "--iterations", "5", "--run-dir", str(full),
+                 "--set", *common[1:]]) == 0
+    assert main(["train", "rl2", "bandit", "--iterations", "3", "--run-dir", str(cut),
+                 "--set", *common[1:]]) == 0
+    # simulate a kill after iteration 3 was logged but before its checkpoint was written
+    (cut / "checkpoints" / "iter_000003.pt").unlink()
+    assert len(_rows(cut)) == 3
+    assert main(["train", "--resume", "--run-dir", str(cut), "--iterations", "5"]) == 0
+    a, b = _rows(full), _rows(cut)
+    assert [r["iteration"] for r in b] == ["0", "1", "2", "3", "4"]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ra:
+            if key != "time_s":
+                assert ra[key] == rb[key], (key, ra["iteration"])
+
+
+def test_resume_requires_a_run(tmp_path, capsys):
+    assert main(["train", "--resume", "--run-dir", str(tmp_path / "none")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
