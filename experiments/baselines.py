@@ -8,6 +8,8 @@ tuned them), never on test. For n = 10 the exact Bayes-optimal value is added.
     python experiments/baselines.py                 # full table (n = 500 included)
     python experiments/baselines.py --json          # one JSON object
     python experiments/baselines.py --bandit-episodes 10 100 --mdp-episodes 10
+    python experiments/baselines.py --bandit-episodes 10 --arms 5 --mdp-episodes \
+        --rl2 runs/rl2-bandit-k5-n10      # add trained RL² runs on the same test tasks
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ UCB_CS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 PAPER = {("bandit", 10, 5): {"random": 5.0, "gittins": 6.6},
          ("bandit", 100, 5): {"gittins": 78.3},
          ("tabular-mdp", 10, None): {"random": 100.1, "psrl": 138.1}}
+#: RL²'s own figures (Table 1 and 2 of the paper) for the settings we reproduce.
+PAPER_RL2 = {("bandit", 10, 5): 6.7, ("bandit", 10, 10): 6.7, ("bandit", 100, 5): 78.7,
+             ("bandit", 100, 10): 83.5, ("tabular-mdp", 10, None): 156.2,
+             ("tabular-mdp", 25, None): 445.7}
 EXACT_MAX_EPISODES = 10
 
 
@@ -112,6 +118,24 @@ def evaluate(name: str, episodes: int, arms: int | None, args: argparse.Namespac
     return rows
 
 
+def rl2_rows(run_dirs: Sequence[str], args: argparse.Namespace) -> list[Row]:
+    """Trained RL² runs evaluated on the same held-out tasks as the baselines."""
+    import metarl
+
+    rows = []
+    for run_dir in run_dirs:
+        run = metarl.load(run_dir)
+        name, arms = run.config.env, run.config.env_kwargs.get("arms")
+        episodes = run.config.agent_config.episodes_per_trial
+        tasks = run.env.split_tasks("test", args.tasks, seed=0)
+        returns = run_policy(run.agent.policy(), run.env, tasks, episodes, trials=args.trials,
+                             seed=0)
+        rows.append(Row(name, episodes, arms, "rl2 (ours)", *mean_se(returns),
+                        paper=PAPER_RL2.get((name, episodes, arms)),
+                        note=f"{run_dir} @ iteration {run.iteration}"))
+    return rows
+
+
 def format_table(rows: Sequence[Row]) -> str:
     """One line per setting and baseline."""
     lines = [f"{'env':<12}{'n':>5}{'k':>4}  {'baseline':<17}{'mean':>9} {'± se':<8}"
@@ -134,6 +158,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bandit-episodes", type=int, nargs="*", default=[10, 100, 500])
     parser.add_argument("--arms", type=int, nargs="*", default=[5, 10])
     parser.add_argument("--mdp-episodes", type=int, nargs="*", default=[10, 25, 50])
+    parser.add_argument("--rl2", nargs="*", default=[], metavar="RUN_DIR",
+                        help="trained RL² run directories to evaluate on the same tasks")
     return parser.parse_args(argv)
 
 
@@ -147,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows += evaluate(name, n, k, args)
         seconds[f"{name} n={n}" + (f" k={k}" if k else "")] = round(time.perf_counter() - tic, 2)
         print(f"done {name} n={n} k={k} in {seconds[list(seconds)[-1]]:.1f}s", file=sys.stderr)
+    rows += rl2_rows(args.rl2, args)
     total = round(time.perf_counter() - start, 2)
     if args.json:
         print(json.dumps({"rows": [asdict(r) for r in rows], "seconds": seconds,
