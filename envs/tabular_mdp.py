@@ -112,23 +112,26 @@ class VectorTabularMDPEnv(VectorMetaEnv):
         self.max_episode_steps = horizon
         self.single_observation_space = spaces.Box(0.0, 1.0, shape=(states,), dtype=np.float32)
         self.single_action_space = spaces.Discrete(actions)
-        self._reward_means = np.zeros((num_envs, states, actions))
-        self._cdf = np.ones((num_envs, states, actions, states))
+        self._reward_means = np.zeros(num_envs * states * actions)  # flat, see set_tasks
+        self._cdf = np.ones((num_envs * states * actions, states))
         self._state = np.zeros(num_envs, dtype=np.int64)
         self._t = 0
         self._rng = as_batch_rng(None, num_envs)
         self._rows = np.arange(num_envs)
+        self._row_base = self._rows * (states * actions)
+        self._eye = np.eye(states, dtype=np.float32)
 
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         if len(tasks) != self.num_envs:
             raise ValueError(f"{len(tasks)} tasks for {self.num_envs} environments")
-        self._reward_means = np.stack([t.array("reward_means") for t in tasks])
-        self._cdf = np.cumsum(np.stack([t.array("transitions") for t in tasks]), axis=-1)
+        s, a = self.num_states, self.num_actions
+        self._reward_means = np.stack([t.array("reward_means") for t in tasks]).reshape(-1)
+        cdf = np.cumsum(np.stack([t.array("transitions") for t in tasks]), axis=-1)
+        self._cdf = cdf.reshape(-1, s)  # row (env * S + state) * A + action
+        self._row_base = self._rows * (s * a)
 
     def _obs(self) -> np.ndarray:
-        obs = np.zeros((self.num_envs, self.num_states), dtype=np.float32)
-        obs[self._rows, self._state] = 1.0
-        return obs
+        return self._eye[self._state]
 
     def reset(self, seed: int | BatchRNG | None = None):
         if seed is not None:
@@ -140,8 +143,9 @@ class VectorTabularMDPEnv(VectorMetaEnv):
     def step(self, actions: np.ndarray):
         a = np.asarray(actions, dtype=np.int64).reshape(self.num_envs)
         s = self._state
-        rewards = self._reward_means[self._rows, s, a] + self._rng.standard_normal(self.num_envs)
-        cdf = self._cdf[self._rows, s, a]
+        flat = self._row_base + s * self.num_actions + a
+        rewards = self._reward_means.take(flat) + self._rng.standard_normal(self.num_envs)
+        cdf = self._cdf.take(flat, axis=0)
         u = self._rng.random(self.num_envs)[:, None] * cdf[:, -1:]
         self._state = np.minimum((u >= cdf).sum(axis=1), self.num_states - 1)
         self._t += 1
