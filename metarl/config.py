@@ -199,6 +199,15 @@ def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: An
     trainer_config = TrainerConfig(**trainer)
     if trainer_config.iterations < 0:
         raise ConfigError(f"iterations must be >= 0, got {trainer_config.iterations}")
+    if trainer_config.device not in ("cpu", "cuda") and not trainer_config.device.startswith(
+            "cuda:"):
+        raise ConfigError(f"unknown device {trainer_config.device!r}; valid devices: cpu, cuda")
+    if trainer_config.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {trainer_config.device!r} is not available on this "
+                              "machine; valid devices: cpu")
     if trainer_config.checkpoint_every < 1:
         raise ConfigError(f"checkpoint_every must be >= 1, got {trainer_config.checkpoint_every}")
     return RunConfig(values["agent"], values["env"], trainer_config, agent_config, env_kwargs)

@@ -96,3 +96,16 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
 def test_resume_requires_a_run(tmp_path, capsys):
     assert main(["train", "--resume", "--run-dir", str(tmp_path / "none")]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_bad_device_is_rejected(capsys):
+    assert main(["train", "rl2", "bandit", "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'; valid devices: cpu, cuda" in capsys.readouterr().err
+
+
+def test_train_with_ray_sampler(tmp_path, ray_local, capsys):
+    run = tmp_path / "ray"
+    assert main(["train", "rl2", "bandit", "--iterations", "1", "--sampler", "ray",
+                 "--workers", "2", "--run-dir", str(run), *TINY]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["iterations"] == 1
+    assert len(_rows(run)) == 1

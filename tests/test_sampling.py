@@ -125,3 +125,21 @@ def test_vector_env_is_used_for_numpy_envs(name):
     from metarl.envs_api import SerialVectorEnv
 
     assert not isinstance(make(name).vector(4), SerialVectorEnv)
+
+
+def test_serial_vector_env_matches_native_vector_env():
+    from metarl.envs_api import SerialVectorEnv
+
+    env = make("point-nav")
+    tasks = env.split_tasks("train", 3)
+    native, serial = env.vector(3), SerialVectorEnv([lambda: make("point-nav")] * 3)
+    for venv in (native, serial):
+        venv.set_tasks(tasks)
+    obs_a, _ = native.reset(seed=0)
+    obs_b, _ = serial.reset(seed=0)
+    assert np.allclose(obs_a, obs_b)
+    actions = np.random.default_rng(0).uniform(-0.2, 0.2, size=(5, 3, 2))
+    for a in actions:
+        out_a, out_b = native.step(a), serial.step(a)
+        for x, y in zip(out_a[:4], out_b[:4], strict=True):
+            assert np.allclose(x, y)
