@@ -36,6 +36,16 @@ class RL2Config:
     reward_scale: float = 1.0
     normalize_advantages: bool = True
     normalize_values: bool = True  # value net predicts standardised returns
+    lr_decay_iterations: int = 0  # >0: learning rates decay linearly to 10% over this many
+
+    def validate(self) -> None:
+        for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
+                     "minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.minibatches > self.tasks_per_iteration:
+            raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
+                             f"tasks_per_iteration ({self.tasks_per_iteration})")
 
 
 class RecurrentNet(nn.Module):
@@ -185,6 +195,7 @@ class RL2Agent:
         """PPO epochs over minibatches of whole trials."""
         cfg = self.config
         dev = self.device
+        self._set_learning_rates()
         x = self.inputs.from_sequences(seq).to(dev)
         actions = torch.as_tensor(seq.actions, device=dev)
         rewards = torch.as_tensor(seq.rewards, dtype=torch.float32, device=dev) * cfg.reward_scale
@@ -221,6 +232,15 @@ class RL2Agent:
                                    ("entropy", entropy), *info.items()):
                     stats.setdefault(key, []).append(float(value.detach()))
         return {key: float(np.mean(v)) for key, v in stats.items()}
+
+    def _set_learning_rates(self) -> None:
+        cfg = self.config
+        scale = 1.0
+        if cfg.lr_decay_iterations > 0:
+            scale = max(0.1, 1.0 - 0.9 * self.iteration / cfg.lr_decay_iterations)
+        for opt, lr in ((self.policy_opt, cfg.lr), (self.value_opt, cfg.value_lr)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
         """State values in reward units (the net predicts standardised ones)."""
