@@ -109,3 +109,25 @@ def test_train_with_ray_sampler(tmp_path, ray_local, capsys):
                  "--workers", "2", "--run-dir", str(run), *TINY]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["iterations"] == 1
     assert len(_rows(run)) == 1
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+    import time
+
+    common = ["--iterations", "30", "--set", "checkpoint_every=1", *TINY[1:]]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "metarl.cli", "train", "rl2", "bandit",
+                             "--run-dir", str(cut), *common],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (cut / "checkpoints" / "iter_000003.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    assert proc.wait() != 0, "the run finished before it could be killed"
+    assert main(["train", "--resume", "--run-dir", str(cut)]) == 0
+    assert main(["train", "rl2", "bandit", "--run-dir", str(full), *common]) == 0
+    a, b = _rows(full), _rows(cut)
+    assert len(a) == len(b) == 30
+    for ra, rb in zip(a, b, strict=True):
+        assert {k: v for k, v in ra.items() if k != "time_s"} == {
+            k: v for k, v in rb.items() if k != "time_s"}
