@@ -1,6 +1,7 @@
 """The ``metarl`` / ``train-agent`` command line.
 
 ``metarl list [envs|agents]``, ``metarl train AGENT ENV ...``, ``metarl eval RUN_DIR ...``,
+``metarl render RUN_DIR --out FILE.gif``, ``metarl plot RUN_DIR... --out FILE.png``,
 ``metarl bench NAME ...``. Bad input prints one line ``metarl: error: ...`` on stderr and
 exits with code 2; nothing already written is touched.
 """
@@ -147,6 +148,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- render
+def cmd_render(args: argparse.Namespace) -> int:
+    from metarl.render import RenderError, render_run
+
+    try:
+        result = render_run(args.run_dir, args.out, tasks=args.tasks, episodes=args.episodes,
+                            split=args.split, seed=args.seed, fps=args.fps)
+    except RenderError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {result['out']}: {result['frames']} frames of {result['frame_size'][1]}x"
+          f"{result['frame_size'][0]} at {result['fps']:g} fps ({result['tasks']} tasks x "
+          f"{result['episodes']} episodes)", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- plot
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metarl.plot import PlotError, plot_runs
+
+    try:
+        result = plot_runs(args.run_dirs, args.out, x=args.x, y=args.y)
+    except PlotError as exc:
+        raise UsageError(str(exc)) from None
+    labels = ", ".join(g["label"] for g in result["groups"])
+    print(f"wrote {result['out']}: {labels}", file=sys.stderr)
+    return 0
+
+
 # -------------------------------------------------------------------------- bench
 BENCHMARKS = {"envs": "metarl.benchmarks.envs"}
 
@@ -201,6 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("render", help="animate trials of a trained run on held-out tasks")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="output file, .gif or .mp4")
+    p.add_argument("--tasks", type=int, default=2, help="tasks shown side by side (default 2)")
+    p.add_argument("--episodes", type=int, help="episodes per trial (default: the agent's)")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--seed", type=int, default=0, help="as `metarl eval --seed`")
+    p.add_argument("--fps", type=float, help="frames per second (default: the env's)")
+    p.set_defaults(func=cmd_render)
+    p = sub.add_parser("plot", help="learning and adaptation curves of runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="output file, .png (or .pdf, .svg)")
+    p.add_argument("--x", default="iteration", help="progress.csv column: iteration (default) "
+                   "or env_steps_total")
+    p.add_argument("--y", default="trial_return", help="progress.csv column (default "
+                   "trial_return)")
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     p.add_argument("name", help=f"one of: {', '.join(sorted(BENCHMARKS))}")
     p.add_argument("--json", action="store_true")

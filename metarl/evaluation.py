@@ -10,6 +10,9 @@ from metarl.envs_api import MetaEnv
 from metarl.policy import Agent
 from metarl.sampling import Sampler
 
+#: ``evaluate(seed=S)`` samples with seed ``S + EVAL_SEED_OFFSET`` (tasks come from seed S)
+EVAL_SEED_OFFSET = 10_000
+
 
 def default_episodes(agent: Agent) -> int:
     """Episodes per evaluation trial: the agent's own trial length where it has one."""
@@ -27,7 +30,7 @@ def evaluate(agent: Agent, env: MetaEnv, sampler: Sampler, *, split: str = "test
     episodes = episodes or default_episodes(agent)
     tasks = env.split_tasks(split, num_tasks, seed=seed)
     rollouts = sampler.sample(agent.policy(deterministic), tasks, trials=trials,
-                              episodes=episodes, seed=seed + 10_000)
+                              episodes=episodes, seed=seed + EVAL_SEED_OFFSET)
     returns = rollouts.episode_returns()  # [N, M, K]
     per_task_trial = returns.sum(-1).mean(1)  # [N]
     return {

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from metarl.envs_api import MetaEnv, VectorMetaEnv
+from metarl.envs_api import MetaEnv, SerialVectorEnv, VectorMetaEnv
 from metarl.policy import Policy
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
+
+#: ``on_reset(episode, venv)``: called after the environments were reset for ``episode``
+ResetCallback = Callable[[int, VectorMetaEnv], None]
+#: ``on_step(transition, venv)``: called after every lockstep step (``transition.valid``
+#: marks the environments whose episode was still running)
+StepCallback = Callable[[Transition, VectorMetaEnv], None]
 
 
 def env_keys(num_tasks: int, trials: int, task_offset: int = 0) -> np.ndarray:
@@ -42,25 +48,43 @@ class LocalSampler:
     numpy envs); the policy is called once per step for all of them. Randomness comes from
     per-environment streams keyed by global index, so results for a task do not depend on
     which other tasks share the call (see :mod:`metarl.random`).
+
+    With ``render=True`` the environments are single envs built with
+    ``render_mode="rgb_array"`` in a :class:`~metarl.envs_api.SerialVectorEnv` (slower, but
+    ``venv.envs[i].render()`` works); pass ``on_reset``/``on_step`` to :meth:`sample` to
+    grab frames.
     """
 
-    def __init__(self, env: MetaEnv):
+    def __init__(self, env: MetaEnv, render: bool = False):
         self.env = env
+        self.render = render
         self._vector: VectorMetaEnv | None = None
 
     def _vector_env(self, num_envs: int) -> VectorMetaEnv:
         if self._vector is None or self._vector.num_envs != num_envs:
             if self._vector is not None:
                 self._vector.close()
-            self._vector = self.env.vector(num_envs)
+            self._vector = (rendering_vector_env(self.env, num_envs) if self.render
+                            else self.env.vector(num_envs))
         return self._vector
 
+    def close(self) -> None:
+        """Close the environments (rendering MuJoCo envs hold GL contexts)."""
+        if self._vector is not None:
+            self._vector.close()
+            self._vector = None
+
     def sample(self, policy: Policy, tasks: Sequence[Task], *, trials: int = 1,
-               episodes: int = 1, seed: int = 0, task_offset: int = 0) -> Rollouts:
+               episodes: int = 1, seed: int = 0, task_offset: int = 0,
+               on_reset: ResetCallback | None = None,
+               on_step: StepCallback | None = None) -> Rollouts:
         """Roll out ``policy`` on every task; returns ``Rollouts [N, trials, episodes, T]``.
 
         ``task_offset`` is the global index of ``tasks[0]`` (used by sharding samplers so
-        that a task's random streams do not depend on the shard it landed in)."""
+        that a task's random streams do not depend on the shard it landed in).
+        ``on_reset(episode, venv)`` runs after each episode's reset and
+        ``on_step(transition, venv)`` after each step (e.g. to render frames); neither may
+        change the environments."""
         tasks = tuple(tasks)
         n, m, k = len(tasks), trials, episodes
         venv = self._vector_env(n * m)
@@ -71,15 +95,19 @@ class LocalSampler:
         device = getattr(policy, "device", torch.device("cpu"))
         for episode in range(k):
             env_rng = BatchRNG(seed, keys, "env") if episode == 0 else None
-            state = self._run_episode(policy, venv, buffer, episode, state, env_rng, device)
+            state = self._run_episode(policy, venv, buffer, episode, state, env_rng, device,
+                                      on_reset, on_step)
             last = _to_rollouts(buffer, tasks, (n, m), slice(episode, episode + 1))
             state = policy.end_episode(state, last)
         return _to_rollouts(buffer, tasks, (n, m), slice(None))
 
     @staticmethod
     def _run_episode(policy: Policy, venv: VectorMetaEnv, buffer: _Buffer, episode: int,
-                     state, env_rng: BatchRNG | None, device):
+                     state, env_rng: BatchRNG | None, device, on_reset: ResetCallback | None,
+                     on_step: StepCallback | None):
         obs, _ = venv.reset(seed=env_rng)
+        if on_reset is not None:
+            on_reset(episode, venv)
         alive = np.ones(venv.num_envs, dtype=bool)
         horizon = venv.max_episode_steps
         for t in range(horizon):
@@ -94,12 +122,20 @@ class LocalSampler:
             step = Transition(obs, actions, np.where(valid, rewards, 0.0), next_obs,
                               terminated, truncated, valid, step=t, episode=episode)
             _store(buffer, episode, t, step, extras, infos)
+            if on_step is not None:
+                on_step(step, venv)
             state = policy.observe(state, step)
             alive &= ~(terminated | truncated)
             obs = next_obs
             if not alive.any():
                 break
         return state
+
+
+def rendering_vector_env(env: MetaEnv, num_envs: int) -> SerialVectorEnv:
+    """``num_envs`` copies of ``env`` built with ``render_mode="rgb_array"``."""
+    kwargs = {**env.init_kwargs, "render_mode": "rgb_array"}
+    return SerialVectorEnv([lambda: type(env)(**kwargs) for _ in range(num_envs)])
 
 
 def _store(buffer: _Buffer, k: int, t: int, step: Transition, extras: dict[str, torch.Tensor],

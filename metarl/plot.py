@@ -1,0 +1,211 @@
+"""Learning and adaptation curves of one or more runs (``metarl plot``).
+
+::
+
+    runs   = [read_run(d) for d in run_dirs]            # progress.csv, config.yaml, eval.json
+    groups = group_runs(runs)                            # same config up to the seed
+    left:  learning curve per group (mean over seeds, min-max band), y vs x from progress.csv
+    right: adaptation curve per group from eval.json's returns_per_episode (if any run has one)
+
+Runs whose configs differ only in bookkeeping keys (seed, device, threads,
+checkpoint_every) form one group; every other difference gives a separate line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.io import atomic_path
+
+#: config keys that do not change what a run learns: runs differing only here are seeds
+SEED_KEYS = frozenset({"seed", "device", "threads", "checkpoint_every"})
+FORMATS = (".png", ".pdf", ".svg")
+
+
+class PlotError(ValueError):
+    """Bad plot request (missing run dir or progress.csv, unknown column, bad extension)."""
+
+
+@dataclass
+class RunData:
+    """What one run directory contributes to the plot."""
+
+    path: Path
+    config: dict[str, Any]
+    progress: dict[str, np.ndarray]  # numeric columns of progress.csv (NaN where empty)
+    adaptation: np.ndarray | None = None  # eval.json returns_per_episode
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+
+@dataclass
+class Group:
+    """Runs with the same config up to the seed."""
+
+    runs: list[RunData] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        names = [run.name for run in self.runs]
+        if len(names) == 1:
+            return names[0]
+        stripped = {re.sub(r"[-_]?seed\d+", "", name) for name in names}
+        base = stripped.pop() if len(stripped) == 1 else f"{names[0]} +{len(names) - 1}"
+        return f"{base} ({len(names)} seeds)"
+
+
+# ------------------------------------------------------------------------------ reading
+def read_progress(path: Path) -> dict[str, np.ndarray]:
+    """Columns of ``progress.csv`` as float arrays; empty or non-numeric cells are NaN."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise PlotError(f"{str(path)!r} has no rows yet")
+    return {key: np.array([_float(row.get(key)) for row in rows]) for key in rows[0]}
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def read_run(run_dir: str | Path) -> RunData:
+    """Load the curves of a run directory (config.yaml optional, eval.json optional)."""
+    from metarl.config import load_yaml
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise PlotError(f"run dir {str(path)!r} does not exist")
+    if not (path / "progress.csv").is_file():
+        raise PlotError(f"run dir {str(path)!r} has no progress.csv")
+    config = load_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {
+        "run_dir": str(path.resolve())}
+    return RunData(path, config, read_progress(path / "progress.csv"), read_adaptation(path))
+
+
+def read_adaptation(run_dir: Path) -> np.ndarray | None:
+    """``returns_per_episode`` from the run's ``eval.json``, or ``None``."""
+    try:
+        data = json.loads((run_dir / "eval.json").read_text())
+        return np.asarray(data["returns_per_episode"], dtype=float)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def group_runs(runs: Sequence[RunData]) -> list[Group]:
+    """Group runs whose configs are equal apart from :data:`SEED_KEYS`, in input order."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        key = json.dumps({k: v for k, v in run.config.items() if k not in SEED_KEYS},
+                         sort_keys=True, default=str)
+        groups.setdefault(key, Group()).runs.append(run)
+    return list(groups.values())
+
+
+# ------------------------------------------------------------------------------ statistics
+def curve(run: RunData, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of a run's finite points, sorted by ``x``."""
+    for column in (x, y):
+        if column not in run.progress:
+            numeric = [k for k, v in run.progress.items() if np.isfinite(v).any()]
+            raise PlotError(f"column {column!r} is not in {str(run.path / 'progress.csv')!r}; "
+                            f"valid columns: {', '.join(numeric)}")
+    xs, ys = run.progress[x], run.progress[y]
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    if not keep.any():
+        raise PlotError(f"column {y!r} of {str(run.path / 'progress.csv')!r} has no values")
+    order = np.argsort(xs[keep], kind="stable")
+    return xs[keep][order], ys[keep][order]
+
+
+def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max of several curves on the x values where all of them have data
+    (each is linearly interpolated onto the x values of the others in the common range)."""
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        empty = np.zeros(0)
+        return empty, empty, empty, empty
+    lo = max(c[0][0] for c in curves)
+    hi = min(c[0][-1] for c in curves)
+    grid = np.unique(np.concatenate([c[0] for c in curves]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    stacked = np.stack([np.interp(grid, cx, cy) for cx, cy in curves])
+    return grid, stacked.mean(0), stacked.min(0), stacked.max(0)
+
+
+def adaptation_stats(group: Group) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Episode index (1-based), mean, min and max of the group's adaptation curves."""
+    curves = [run.adaptation for run in group.runs if run.adaptation is not None]
+    if not curves:
+        return aggregate([])
+    k = min(len(c) for c in curves)
+    stacked = np.stack([c[:k] for c in curves])
+    return np.arange(1, k + 1), stacked.mean(0), stacked.min(0), stacked.max(0)
+
+
+# ------------------------------------------------------------------------------ drawing
+def _draw(ax, stats, label: str, color) -> None:
+    xs, mean, lo, hi = stats
+    if len(xs) == 0:
+        return
+    ax.plot(xs, mean, color=color, label=label, marker="o" if len(xs) < 20 else None,
+            markersize=3)
+    if np.any(hi > lo):
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
+
+
+def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, x: str = "iteration",
+              y: str = "trial_return") -> dict[str, Any]:
+    """Draw learning curves (and adaptation curves where ``eval.json`` exists) to ``out``
+    (.png, .pdf or .svg), written atomically. Returns the groups that were drawn."""
+    from matplotlib.figure import Figure
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise PlotError(f"--out {str(out)!r} has an unsupported extension; valid extensions: "
+                        f"{', '.join(FORMATS)}")
+    groups = group_runs([read_run(d) for d in run_dirs])
+    learning = [aggregate([curve(run, x, y) for run in g.runs]) for g in groups]
+    adaptation = [adaptation_stats(g) for g in groups]
+    panels = 2 if any(len(a[0]) for a in adaptation) else 1
+    fig = Figure(figsize=(6.4 * panels, 4.2), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for i, group in enumerate(groups):
+        color = f"C{i % 10}"
+        _draw(axes[0], learning[i], group.label, color)
+        if panels == 2:
+            _draw(axes[1], adaptation[i], group.label, color)
+    _decorate(axes[0], x, y, "learning curve (mean, min-max over seeds)", legend=True)
+    if x == "iteration":
+        axes[0].xaxis.get_major_locator().set_params(integer=True)
+    if panels == 2:
+        _decorate(axes[1], "episode within trial", "return (mean over held-out tasks)",
+                  "adaptation curve (eval.json)")
+        axes[1].xaxis.get_major_locator().set_params(integer=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=suffix[1:], dpi=120)
+    return {"out": str(out), "groups": [{"label": g.label, "runs": [str(r.path) for r in g.runs]}
+                                        for g in groups], "panels": panels}
+
+
+def _decorate(ax, xlabel: str, ylabel: str, title: str, legend: bool = False) -> None:
+    ax.set_xlabel(xlabel.replace("_", " "))
+    ax.set_ylabel(ylabel.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)

@@ -1,0 +1,325 @@
+"""Animations of a trained agent adapting on held-out tasks (``metarl render``).
+
+::
+
+    loaded = runs.load(run_dir)
+    tasks = env.split_tasks(split, n, seed)                 # the tasks `metarl eval` uses
+    LocalSampler(env, render=True).sample(policy, tasks, episodes=K,
+                                          on_reset=recorder.on_reset, on_step=recorder.on_step)
+    # the recorder grabs venv.envs[i].render() of every running environment, draws the
+    # task, episode index and running returns above each frame, tiles the tasks side by
+    # side and streams the composite frames to a GIF/MP4 written atomically.
+
+Frames come from each env's ``render()`` (``render_mode="rgb_array"``), so any env that
+supports it (numpy or MuJoCo) can be rendered. An environment whose episode already ended
+holds its last frame until the next episode starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.envs_api import MetaEnv, VectorMetaEnv
+from metarl.io import atomic_path
+from metarl.policy import Policy
+from metarl.types import Task, Transition
+
+FORMATS = {".gif": "gif", ".mp4": "mp4"}
+MIN_TILE_WIDTH = 240  # narrower frames are padded so that the captions fit
+HEADER_LINES = 3
+LINE_HEIGHT = 15
+HEADER_HEIGHT = HEADER_LINES * LINE_HEIGHT + 4  # caption band above each frame
+FONT_SIZE = 12
+GAP = 4
+BACKGROUND = (255, 255, 255)
+GRID_COLOR = (150, 150, 150)
+TEXT_COLOR = (20, 20, 20)
+
+FrameSink = Callable[[np.ndarray], None]
+
+
+class RenderError(ValueError):
+    """Bad render request (output format, missing encoder, env without frames)."""
+
+
+# ------------------------------------------------------------------------------ output
+def output_format(path: str | Path) -> str:
+    """``"gif"`` or ``"mp4"`` from the file name; checks that the encoder is installed."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise RenderError(f"--out {str(path)!r} has an unsupported extension; "
+                          f"valid extensions: {', '.join(FORMATS)}")
+    if FORMATS[suffix] == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise RenderError("mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg") from None
+    return FORMATS[suffix]
+
+
+@contextlib.contextmanager
+def frame_writer(path: Path, fmt: str, fps: float) -> Iterator[FrameSink]:
+    """A function that appends one RGB frame to the animation at ``path``.
+
+    GIF frames are quantised to a 256-colour palette as they arrive (pillow keeps every
+    frame in memory until the file is closed); MP4 frames stream to ffmpeg."""
+    import imageio.v3 as iio
+
+    if fmt == "gif":
+        with iio.imopen(path, "w", plugin="pillow", extension=".gif") as file:
+            yield lambda frame: file.write(frame, duration=1000.0 / fps, loop=0, bits=8)
+        return
+    import imageio.v2 as imageio
+
+    writer = imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                macro_block_size=1)
+    try:
+        yield lambda frame: writer.append_data(pad_to_multiple(frame, 16))
+    finally:
+        writer.close()
+
+
+def pad_to_multiple(frame: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad ``frame`` with background at the bottom/right to sides divisible by ``multiple``
+    (video codecs want even sizes, ideally multiples of 16)."""
+    h, w = frame.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == pw == 0:
+        return frame
+    return np.pad(frame, ((0, ph), (0, pw), (0, 0)), constant_values=255)
+
+
+# ------------------------------------------------------------------------------ captions
+def task_label(task: Task, max_values: int = 6) -> str:
+    """Short text for a task: small parameters by value, large ones by shape."""
+    values, shapes = [], []
+    for key, value in task.params.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            values.append(f"{key}={str(value)[:16]}")
+        elif array.size > max_values:
+            shapes.append(f"{key}[{'x'.join(map(str, array.shape))}]")
+        else:
+            text = " ".join(_number(v) for v in array.ravel())
+            values.append(f"{key}={text}" if array.ndim == 0 else f"{key}=({text})")
+    return " ".join([f"task {task.id}", *values, *shapes])
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{float(value):.2f}"
+
+
+def _fit(text: str, font, width: float) -> str:
+    """``text`` cut (with an ellipsis) to fit ``width`` pixels."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def draw_caption(tile: np.ndarray, lines: Sequence[str], font) -> None:
+    """Write ``lines`` into the header band at the top of ``tile`` (in place)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(tile[:HEADER_HEIGHT])
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((3, 2 + i * LINE_HEIGHT), _fit(line, font, tile.shape[1] - 6), fill=TEXT_COLOR,
+                  font=font)
+    tile[:HEADER_HEIGHT] = np.asarray(image)
+
+
+# ------------------------------------------------------------------------------ layout
+@dataclass(frozen=True)
+class Layout:
+    """Tiles of ``frame_shape`` (plus a caption band) on a grid of ``rows x cols``."""
+
+    frame_shape: tuple[int, int]  # (height, width) of an env frame
+    rows: int
+    cols: int
+
+    @classmethod
+    def for_frames(cls, frames: Sequence[np.ndarray]) -> Layout:
+        height = max(f.shape[0] for f in frames)
+        width = max(f.shape[1] for f in frames)
+        cols = math.ceil(math.sqrt(len(frames)))
+        return cls((height, width), math.ceil(len(frames) / cols), cols)
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return (HEADER_HEIGHT + self.frame_shape[0],
+                max(self.frame_shape[1], MIN_TILE_WIDTH))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of a composite frame."""
+        th, tw = self.tile_shape
+        return (self.rows * (th + GAP) + GAP, self.cols * (tw + GAP) + GAP)
+
+    def tile(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` centred below an empty caption band (cropped if it is too large)."""
+        th, tw = self.tile_shape
+        tile = np.full((th, tw, 3), BACKGROUND, dtype=np.uint8)
+        fh, fw = min(frame.shape[0], self.frame_shape[0]), min(frame.shape[1], tw)
+        top, left = th - self.frame_shape[0], (tw - fw) // 2
+        tile[top:top + fh, left:left + fw] = frame[:fh, :fw]
+        return tile
+
+    def compose(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
+        """All tiles on one grey grid, row-major."""
+        th, tw = self.tile_shape
+        out = np.full((*self.shape, 3), GRID_COLOR, dtype=np.uint8)
+        for i, tile in enumerate(tiles):
+            r, c = divmod(i, self.cols)
+            top, left = GAP + r * (th + GAP), GAP + c * (tw + GAP)
+            out[top:top + th, left:left + tw] = tile
+        return out
+
+
+def as_rgb(frame: Any, env_name: str) -> np.ndarray:
+    """An env's ``render()`` output as ``uint8 [H, W, 3]``."""
+    if frame is None:
+        raise RenderError(f"env {env_name!r} returned no frame; it must support "
+                          f"render_mode='rgb_array'")
+    array = np.asarray(frame)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.dtype != np.uint8:
+        scale = 255.0 if array.dtype.kind == "f" and array.max(initial=0) <= 1.0 else 1.0
+        array = np.clip(array * scale, 0, 255).astype(np.uint8)
+    return array[..., :3]
+
+
+# ------------------------------------------------------------------------------ recording
+class TrialRecorder:
+    """Sampler callbacks that turn every lockstep step into one captioned composite frame.
+
+    Environment ``i`` runs ``tasks[i]`` (one trial per task). Environments whose episode
+    ended keep their last frame. Reset frames are skipped for one-step episodes (bandits),
+    where they would only repeat the state between pulls.
+    """
+
+    def __init__(self, tasks: Sequence[Task], episodes: int, horizon: int, sink: FrameSink,
+                 progress: Callable[[], None] | None = None):
+        from PIL import ImageFont
+
+        self.tasks, self.episodes, self.horizon = tuple(tasks), episodes, horizon
+        self.sink, self.progress = sink, progress
+        self.font = ImageFont.load_default(size=FONT_SIZE)
+        self.labels = [task_label(t) for t in self.tasks]
+        self.layout: Layout | None = None
+        self.frames: list[np.ndarray] = []
+        n = len(self.tasks)
+        self.episode, self.steps = 0, np.zeros(n, dtype=int)
+        self.episode_return, self.trial_return = np.zeros(n), np.zeros(n)
+        self.count = 0  # composite frames written
+
+    def on_reset(self, episode: int, venv: VectorMetaEnv) -> None:
+        self.episode = episode
+        self.steps[:] = 0
+        self.episode_return[:] = 0.0
+        self.frames = [self._grab(venv, i) for i in range(len(self.tasks))]
+        if self.layout is None:
+            self.layout = Layout.for_frames(self.frames)
+        if self.horizon > 1:
+            self._emit()
+
+    def on_step(self, step: Transition, venv: VectorMetaEnv) -> None:
+        valid = np.asarray(step.valid, dtype=bool)
+        rewards = np.where(valid, step.rewards, 0.0)
+        self.steps += valid
+        self.episode_return += rewards
+        self.trial_return += rewards
+        for i in np.flatnonzero(valid):
+            self.frames[i] = self._grab(venv, int(i))
+        self._emit()
+        if self.progress is not None:
+            self.progress()
+
+    def _grab(self, venv: VectorMetaEnv, i: int) -> np.ndarray:
+        envs = getattr(venv, "envs", None)
+        if envs is None:
+            raise RenderError("rendering needs a SerialVectorEnv: use LocalSampler(env, "
+                              "render=True)")
+        return as_rgb(envs[i].render(), self.tasks[i].env)
+
+    def captions(self, i: int) -> list[str]:
+        """The caption of environment ``i``: task; episode and step; running returns of the
+        episode and of the whole trial so far."""
+        return [self.labels[i],
+                f"episode {self.episode + 1}/{self.episodes}   step {self.steps[i]}",
+                f"return {self.episode_return[i]:.2f}   trial {self.trial_return[i]:.2f}"]
+
+    def _emit(self) -> None:
+        assert self.layout is not None
+        tiles = []
+        for i, frame in enumerate(self.frames):
+            tile = self.layout.tile(frame)
+            draw_caption(tile, self.captions(i), self.font)
+            tiles.append(tile)
+        self.sink(self.layout.compose(tiles))
+        self.count += 1
+
+
+def record_trials(env: MetaEnv, policy: Policy, tasks: Sequence[Task], *, episodes: int,
+                  seed: int, sink: FrameSink, progress: bool | None = None) -> dict[str, Any]:
+    """Run one trial of ``policy`` per task through the shared sampler and stream composite
+    frames to ``sink``. ``progress``: a tqdm bar over steps (``None``: only on a TTY).
+    Returns the number of frames, the frame size and the per-episode returns ``[N, K]``."""
+    from tqdm import tqdm
+
+    from metarl.sampling import LocalSampler
+
+    sampler = LocalSampler(env, render=True)
+    horizon = env.max_episode_steps
+    with tqdm(total=episodes * horizon, desc="render", unit="step", dynamic_ncols=True,
+              disable=None if progress is None else not progress) as bar:
+        recorder = TrialRecorder(tasks, episodes, horizon, sink, progress=bar.update)
+        try:
+            rollouts = sampler.sample(policy, tasks, trials=1, episodes=episodes, seed=seed,
+                                      on_reset=recorder.on_reset, on_step=recorder.on_step)
+        finally:
+            sampler.close()
+        bar.update(bar.total - bar.n)  # episodes that ended early skip steps
+    assert recorder.layout is not None
+    return {"frames": recorder.count, "frame_size": list(recorder.layout.shape),
+            "returns": rollouts.episode_returns()[:, 0].tolist()}
+
+
+def render_run(run_dir: str | Path, out: str | Path, *, tasks: int = 2,
+               episodes: int | None = None, split: str = "test", seed: int = 0,
+               fps: float | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Render trials of a trained run on ``tasks`` held-out tasks to ``out`` (.gif/.mp4).
+
+    The tasks and the policy's random streams are those of ``metarl eval --split SPLIT
+    --seed SEED``: task ``i`` here is task ``i`` there, with the same trial wherever the
+    env's single and vector versions draw the same noise. ``episodes`` defaults to the
+    agent's trial length, ``fps`` to the env's ``render_fps``."""
+    from metarl import runs
+    from metarl.evaluation import EVAL_SEED_OFFSET, default_episodes
+
+    fmt = output_format(out)
+    if tasks < 1:
+        raise RenderError(f"--tasks must be >= 1, got {tasks}")
+    if episodes is not None and episodes < 1:
+        raise RenderError(f"--episodes must be >= 1, got {episodes}")
+    if fps is not None and fps <= 0:
+        raise RenderError(f"--fps must be > 0, got {fps}")
+    loaded = runs.load(run_dir)
+    env = loaded.env
+    episodes = episodes or default_episodes(loaded.agent)
+    fps = fps or float(env.metadata.get("render_fps") or 10)
+    task_list = env.split_tasks(split, tasks, seed=seed)
+    with atomic_path(out) as tmp, frame_writer(tmp, fmt, fps) as sink:
+        result = record_trials(env, loaded.agent.policy(), task_list, episodes=episodes,
+                               seed=seed + EVAL_SEED_OFFSET, sink=sink, progress=progress)
+    return {"out": str(out), "format": fmt, "fps": fps, "tasks": tasks, "episodes": episodes,
+            **result}
