@@ -48,6 +48,23 @@ register("maze-sign", "maze:MazeSignEnv",
          "maze whose goal is a corner revealed only at a sign cell far from the start (DREAM)")
 register("point-nav", "point_nav:PointNavEnv",
          "2-D point to a goal ~U[-0.5,0.5]^2, actions clipped to 0.1, reward -distance, T=100")
+register("cheetah-vel", "mujoco_tasks:CheetahVelEnv",
+         "HalfCheetah-v5, target velocity ~U[0,3], reward -|v-v*| - 0.05|a|^2, T=200",
+         family="mujoco")
+register("cheetah-dir", "mujoco_tasks:CheetahDirEnv",
+         "HalfCheetah-v5, direction d=+-1, reward d*v - 0.05|a|^2, T=200", family="mujoco")
+register("cheetah-crippled", "mujoco_tasks:CheetahCrippledEnv",
+         "HalfCheetah-v5, one joint's action zeroed per task, reward v - 0.05|a|^2, T=200 (GrBAL)",
+         family="mujoco")
+register("ant-dir", "mujoco_tasks:AntDirEnv",
+         "Ant-v5, no termination, direction +-x (or random angle), reward u.v - 0.005|a|^2, T=200",
+         family="mujoco")
+register("ant-goal", "mujoco_tasks:AntGoalEnv",
+         "Ant-v5, no termination, goal uniform in a disc r=3, reward -|p-g|_1 - 0.1|a|^2, T=200",
+         family="mujoco")
+register("ant-broken-leg", "mujoco_tasks:AntBrokenLegEnv",
+         "Ant-v5, no termination, one leg's 2 actuators disabled, reward v - 0.005|a|^2, T=200",
+         family="mujoco")
 
 
 class UnknownEnvError(ValueError):
