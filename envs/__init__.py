@@ -65,6 +65,12 @@ register("ant-goal", "mujoco_tasks:AntGoalEnv",
 register("ant-broken-leg", "mujoco_tasks:AntBrokenLegEnv",
          "Ant-v5, no termination, one leg's 2 actuators disabled, reward v - 0.005|a|^2, T=200",
          family="mujoco")
+register("metaworld-ml1", "metaworld_adapter:MetaWorldML1Env",
+         "Meta-World ML1 (task_name, default reach-v3): its 50 train / 50 test goal positions, "
+         "T=500 (extra)", family="metaworld")
+register("metaworld-ml10", "metaworld_adapter:MetaWorldML10Env",
+         "Meta-World ML10: 10 train / 5 held-out test classes x 50 goal positions, T=500 (extra)",
+         family="metaworld")
 
 
 class UnknownEnvError(ValueError):

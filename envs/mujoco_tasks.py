@@ -28,6 +28,12 @@ termination makes the bonus a near-constant offset; the contact cost is at most 
 pass ``contact_cost_weight=5e-4, healthy_reward=1.0`` (and ``ctrl_cost_weight=0.5``) to add
 them back as PEARL/ProMP do. ``info`` holds the terms: ``reward_task``, ``reward_ctrl`` (and
 ``reward_contact``, ``reward_survive`` for the ant).
+
+``env.vector(n)`` is natively batched (:class:`~metarl.envs.mujoco_vector.VectorMujocoTaskEnv`:
+one model, ``n`` ``MjData``, numpy rewards); ``backend="gym"`` (``make(name, backend="gym")`` or
+``env.vector(n, backend="gym")``) gives the reference, a loop over these single envs. Both
+compute the rewards with the same functions (``reward_terms``, ``task_reward``) on arrays whose
+leading dimensions index environments (none for a single env).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import logging
 import os
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import mujoco
 import numpy as np
@@ -44,8 +50,13 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
-from metarl.envs_api import MetaEnv
+from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.types import Task
+
+#: ``vector()`` backends: natively batched, or a loop over gymnasium single envs (reference)
+BACKENDS = ("batched", "gym")
+#: a task's parameters as arrays (``[B, ...]`` when stacked over environments)
+Params = dict[str, np.ndarray]
 
 #: a camera that follows the torso, so long runs stay in the picture
 TRACKING_CAMERA = {"distance": 4.0, "type": mujoco.mjtCamera.mjCAMERA_TRACKING, "trackbodyid": 1}
@@ -66,14 +77,58 @@ def _default_gl_backend() -> None:
         os.environ["MUJOCO_GL"] = os.environ.get("PYOPENGL_PLATFORM", "osmesa")
 
 
+# ------------------------------------------------------- reward math (single and batched)
+class StepState(NamedTuple):
+    """What the rewards are computed from after a step; every array has the environments'
+    leading dimensions (none for a single env)."""
+
+    qpos: np.ndarray  # [..., nq]
+    qvel: np.ndarray  # [..., nv]
+    x_velocity: np.ndarray  # [...]
+    xy_velocity: np.ndarray | None = None  # [..., 2], ant: of the main body
+    cfrc_ext: np.ndarray | None = None  # [..., nbody, 6], ant
+
+
+def ctrl_cost(action: np.ndarray, low: np.ndarray, high: np.ndarray,
+              weight: float) -> np.ndarray:
+    """``c ||a||^2`` of the commanded action clipped to ``[low, high]`` (in float64)."""
+    a = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), low), high)
+    return weight * np.square(a).sum(-1)
+
+
+def contact_cost(cfrc_ext: np.ndarray, force_range: Sequence[float],
+                 weight: float) -> np.ndarray:
+    """Gymnasium's ant contact cost: ``c`` times the squared clipped external forces."""
+    return weight * np.square(np.clip(cfrc_ext, *force_range)).sum((-2, -1))
+
+
+def healthy_reward(qpos: np.ndarray, qvel: np.ndarray, z_range: Sequence[float],
+                   reward: float) -> np.ndarray:
+    """Gymnasium's ant healthy bonus: ``reward`` if the state is finite and the torso height
+    ``qpos[2]`` lies in ``z_range``."""
+    z = qpos[..., 2]
+    healthy = (np.isfinite(qpos).all(-1) & np.isfinite(qvel).all(-1)
+               & (z_range[0] <= z) & (z <= z_range[1]))
+    return reward * healthy
+
+
+def actuator_controls(params: Params, action: np.ndarray) -> np.ndarray:
+    """The controls sent to the actuators: the action, with a task's disabled actuators
+    (``params["action_mask"]``, if any) zeroed."""
+    mask = params.get("action_mask")
+    return action if mask is None else np.asarray(action) * mask
+
+
 class MujocoTaskEnv(MetaEnv):
     """Task handling and the reward override shared by the MuJoCo distributions.
 
     Combined with a gymnasium MuJoCo class (``class _Cheetah(MujocoTaskEnv, HalfCheetahEnv)``).
-    Subclasses implement ``_sample_params``, ``_apply_task`` (validate and store a task) and
-    ``_task_reward``; the reward is ``reward_task - c ||clip(a)||^2 (+ _extra_terms)``.
+    Subclasses implement ``_sample_params``, ``_task_params`` (validate a task, return its
+    parameters as arrays) and the static ``task_reward(params, state)``; the reward is
+    ``reward_task - c ||clip(a)||^2 (+ _extra_terms)``, see :meth:`reward_terms`.
     Constructor keywords not named by a subclass go to the gymnasium class (e.g.
-    ``reset_noise_scale``, ``width``, ``height``) and are kept in ``init_kwargs``.
+    ``reset_noise_scale``, ``width``, ``height``) and are kept in ``init_kwargs``;
+    ``backend`` (``"batched"`` or ``"gym"``) and ``nthread`` choose what :meth:`vector` builds.
     """
 
     max_episode_steps = 200
@@ -81,13 +136,17 @@ class MujocoTaskEnv(MetaEnv):
     _gym_defaults: ClassVar[dict[str, Any]] = {}
     _gym_fixed: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, horizon: int, render_mode: str | None, options: dict[str, Any],
-                 **gym_kwargs: Any):
+    def __init__(self, horizon: int, render_mode: str | None, options: dict[str, Any], *,
+                 backend: str = "batched", nthread: int = 1, **gym_kwargs: Any):
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if clash := sorted(set(gym_kwargs) & set(self._gym_fixed)):
             raise TypeError(f"{type(self).__name__} fixes {', '.join(clash)}; do not pass it")
-        self._init_kwargs = {"horizon": horizon, **options, **gym_kwargs}
+        self.backend, self.nthread = _check_backend(backend), _check_nthread(nthread)
+        vector_kwargs = {key: value for key, value, default in
+                         (("backend", backend, "batched"), ("nthread", nthread, 1))
+                         if value != default}
+        self._init_kwargs = {"horizon": horizon, **options, **vector_kwargs, **gym_kwargs}
         self.max_episode_steps, self._elapsed = horizon, 0
         if render_mode is not None:
             _default_gl_backend()
@@ -112,19 +171,29 @@ class MujocoTaskEnv(MetaEnv):
         """The params of ``n`` tasks."""
 
     @abstractmethod
-    def _apply_task(self, task: Task) -> None:
-        """Validate ``task`` and switch to it."""
+    def _task_params(self, task: Task) -> Params:
+        """Validate ``task``; its parameters as arrays (``action_mask`` disables actuators)."""
 
+    @staticmethod
     @abstractmethod
-    def _task_reward(self, x_velocity: float) -> float:
-        """The task's reward term, after the physics step."""
+    def task_reward(params: Params, state: StepState) -> np.ndarray:
+        """The task's reward term after a step (batched like ``params`` and ``state``)."""
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
         return [Task(self.name, p, id=i) for i, p in enumerate(self._sample_params(n, rng))]
 
     def set_task(self, task: Task) -> None:
-        self._apply_task(task)
+        self._params = self._task_params(task)
         self._task = task
+
+    def vector(self, num_envs: int, backend: str | None = None) -> VectorMetaEnv:
+        """``num_envs`` copies: natively batched unless ``backend`` (default: the env's
+        ``backend``) is ``"gym"``, a loop over single envs (the reference)."""
+        if _check_backend(self.backend if backend is None else backend) == "gym":
+            return super().vector(num_envs)
+        from metarl.envs.mujoco_vector import VectorMujocoTaskEnv
+
+        return VectorMujocoTaskEnv(self, num_envs, nthread=self.nthread)
 
     def _param(self, task: Task, key: str, shape: tuple[int, ...] = ()) -> np.ndarray:
         """``task.params[key]`` as a finite float array of ``shape`` (or a clear error)."""
@@ -146,18 +215,27 @@ class MujocoTaskEnv(MetaEnv):
         self._elapsed += 1
         return obs, float(reward), bool(terminated), self._elapsed >= self.max_episode_steps, info
 
+    def do_simulation(self, ctrl, n_frames: int) -> None:
+        super().do_simulation(actuator_controls(self._params, ctrl), n_frames)
+
     def _get_rew(self, x_velocity: float, action) -> tuple[float, dict[str, float]]:
-        terms = {"reward_task": float(self._task_reward(x_velocity)),
-                 "reward_ctrl": -self._ctrl_cost(action), **self._extra_terms()}
+        terms = self.reward_terms(self._params, self._step_state(x_velocity), action)
+        terms = {key: float(value) for key, value in terms.items()}
         return sum(terms.values()), terms
 
-    def _ctrl_cost(self, action) -> float:
-        """``c ||a||^2`` of the commanded action clipped to the action space (in float64)."""
-        a = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), self.action_space.low),
-                       self.action_space.high)
-        return self._ctrl_cost_weight * float(a @ a)
+    def _step_state(self, x_velocity: float) -> StepState:
+        return StepState(self.data.qpos, self.data.qvel, np.float64(x_velocity))
 
-    def _extra_terms(self) -> dict[str, float]:
+    def reward_terms(self, params: Params, state: StepState,
+                     action: np.ndarray) -> dict[str, np.ndarray]:
+        """The reward's terms (their sum is the reward), batched over environments like
+        ``params``, ``state`` and ``action``; shared by the single and the vector env."""
+        cost = ctrl_cost(action, self.action_space.low, self.action_space.high,
+                         self._ctrl_cost_weight)
+        return {"reward_task": self.task_reward(params, state), "reward_ctrl": -cost,
+                **self._extra_terms(state)}
+
+    def _extra_terms(self, state: StepState) -> dict[str, np.ndarray]:
         return {}
 
     # ----------------------------------------------------------- pickling
@@ -185,19 +263,25 @@ class _AntTaskEnv(MujocoTaskEnv, AntEnv):
         self._xy_before = self.data.body(self._main_body).xpos[:2].copy()
         super().do_simulation(ctrl, n_frames)
 
-    def _xy_velocity(self) -> np.ndarray:
-        """``(v_x, v_y)`` of the last step, computed exactly as gymnasium's ``step`` does."""
-        return (self.data.body(self._main_body).xpos[:2] - self._xy_before) / self.dt
+    def _step_state(self, x_velocity: float) -> StepState:
+        """Adds ``(v_x, v_y)`` of the last step, computed exactly as gymnasium's ``step`` does,
+        and the external forces."""
+        xy_velocity = (self.data.body(self._main_body).xpos[:2] - self._xy_before) / self.dt
+        return StepState(self.data.qpos, self.data.qvel, np.float64(x_velocity), xy_velocity,
+                         self.data.cfrc_ext)
 
-    def _extra_terms(self) -> dict[str, float]:
-        return {"reward_contact": -float(self.contact_cost),
-                "reward_survive": float(self.healthy_reward)}
+    def _extra_terms(self, state: StepState) -> dict[str, np.ndarray]:
+        return {"reward_contact": -contact_cost(state.cfrc_ext, self._contact_force_range,
+                                                self._contact_cost_weight),
+                "reward_survive": healthy_reward(state.qpos, state.qvel, self._healthy_z_range,
+                                                 self._healthy_reward)}
 
 
 class _DisabledActuators:
     """Mixin for tasks that disable one group of actuators (a joint, a leg): the group's
-    action entries are zeroed before the physics, so those actuators produce no force; the
-    control cost stays on the commanded action. Subclasses set ``_groups`` (actuator
+    action entries are zeroed before the physics (``action_mask``, see
+    :func:`actuator_controls`), so those actuators produce no force; the control cost stays
+    on the commanded action. Subclasses set ``_groups`` (actuator
     indices per choice) and ``_choice`` (the task param naming the group)."""
 
     _groups: ClassVar[tuple[tuple[int, ...], ...]]
@@ -213,19 +297,18 @@ class _DisabledActuators:
     def _sample_params(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{self._choice: int(i)} for i in rng.choice(self._allowed, size=n)]
 
-    def _apply_task(self, task: Task) -> None:
+    def _task_params(self, task: Task) -> Params:
         index = float(self._param(task, self._choice))
         if not index.is_integer() or not 0 <= index < len(self._groups):
             raise ValueError(f"{self.name}: {self._choice} must be in 0..{len(self._groups) - 1}"
                              f", got {task.params[self._choice]!r}")
-        self._action_mask = np.ones(self.action_space.shape)
-        self._action_mask[list(self._groups[int(index)])] = 0.0
+        mask = np.ones(self.action_space.shape)
+        mask[list(self._groups[int(index)])] = 0.0
+        return {"action_mask": mask}
 
-    def do_simulation(self, ctrl, n_frames: int) -> None:
-        super().do_simulation(np.asarray(ctrl) * self._action_mask, n_frames)
-
-    def _task_reward(self, x_velocity: float) -> float:
-        return x_velocity
+    @staticmethod
+    def task_reward(params: Params, state: StepState) -> np.ndarray:
+        return state.x_velocity
 
 
 # ---------------------------------------------------------------------------- cheetah
@@ -246,11 +329,12 @@ class CheetahVelEnv(_CheetahTaskEnv):
     def _sample_params(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"velocity": float(v)} for v in rng.uniform(0.0, self.max_velocity, size=n)]
 
-    def _apply_task(self, task: Task) -> None:
-        self._target_velocity = float(self._param(task, "velocity"))
+    def _task_params(self, task: Task) -> Params:
+        return {"velocity": self._param(task, "velocity")}
 
-    def _task_reward(self, x_velocity: float) -> float:
-        return -abs(x_velocity - self._target_velocity)
+    @staticmethod
+    def task_reward(params: Params, state: StepState) -> np.ndarray:
+        return -np.abs(state.x_velocity - params["velocity"])
 
 
 class CheetahDirEnv(_CheetahTaskEnv):
@@ -267,14 +351,15 @@ class CheetahDirEnv(_CheetahTaskEnv):
     def _sample_params(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         return [{"direction": float(d)} for d in rng.choice([-1.0, 1.0], size=n)]
 
-    def _apply_task(self, task: Task) -> None:
-        direction = float(self._param(task, "direction"))
-        if direction not in (-1.0, 1.0):
-            raise ValueError(f"cheetah-dir direction must be -1 or 1, got {direction}")
-        self._direction = direction
+    def _task_params(self, task: Task) -> Params:
+        direction = self._param(task, "direction")
+        if float(direction) not in (-1.0, 1.0):
+            raise ValueError(f"cheetah-dir direction must be -1 or 1, got {float(direction)}")
+        return {"direction": direction}
 
-    def _task_reward(self, x_velocity: float) -> float:
-        return self._direction * x_velocity
+    @staticmethod
+    def task_reward(params: Params, state: StepState) -> np.ndarray:
+        return params["direction"] * state.x_velocity
 
 
 class CheetahCrippledEnv(_DisabledActuators, _CheetahTaskEnv):
@@ -320,14 +405,15 @@ class AntDirEnv(_AntTaskEnv):
             units = np.stack([rng.choice([-1.0, 1.0], size=n), np.zeros(n)], axis=1)
         return [{"direction": u.tolist()} for u in units]
 
-    def _apply_task(self, task: Task) -> None:
+    def _task_params(self, task: Task) -> Params:
         direction = self._param(task, "direction", (2,))
         if abs(np.linalg.norm(direction) - 1.0) > 1e-6:
             raise ValueError(f"ant-dir direction must be a unit vector, got {direction}")
-        self._direction = direction
+        return {"direction": direction}
 
-    def _task_reward(self, x_velocity: float) -> float:
-        return float(self._direction @ self._xy_velocity())
+    @staticmethod
+    def task_reward(params: Params, state: StepState) -> np.ndarray:
+        return (params["direction"] * state.xy_velocity).sum(-1)
 
 
 class AntGoalEnv(_AntTaskEnv):
@@ -356,11 +442,12 @@ class AntGoalEnv(_AntTaskEnv):
         goals = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
         return [{"goal": g.tolist()} for g in goals]
 
-    def _apply_task(self, task: Task) -> None:
-        self._goal = self._param(task, "goal", (2,))
+    def _task_params(self, task: Task) -> Params:
+        return {"goal": self._param(task, "goal", (2,))}
 
-    def _task_reward(self, x_velocity: float) -> float:
-        return -float(np.abs(self.data.qpos[:2] - self._goal).sum())
+    @staticmethod
+    def task_reward(params: Params, state: StepState) -> np.ndarray:
+        return -np.abs(state.qpos[..., :2] - params["goal"]).sum(-1)
 
 
 class AntBrokenLegEnv(_DisabledActuators, _AntTaskEnv):
@@ -382,3 +469,15 @@ class AntBrokenLegEnv(_DisabledActuators, _AntTaskEnv):
         self._allowed = self._check_allowed(legs)
         super().__init__(horizon, render_mode, {"legs": legs},
                          ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    return backend
+
+
+def _check_nthread(nthread: int) -> int:
+    if isinstance(nthread, bool) or not isinstance(nthread, int) or nthread < 1:
+        raise ValueError(f"nthread must be an integer >= 1, got {nthread!r}")
+    return nthread

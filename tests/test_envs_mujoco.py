@@ -144,7 +144,7 @@ def test_clones_pickles_and_vector_keep_arguments():
     env = make("ant-goal", horizon=7, goal_radius=1.5, reset_noise_scale=0.0)
     assert env.init_kwargs == {"horizon": 7, "goal_radius": 1.5, "ctrl_cost_weight": 0.1,
                                "reset_noise_scale": 0.0}
-    vec = env.vector(2)
+    vec = env.vector(2, backend="gym")  # the batched backend: tests/test_mujoco_vector.py
     assert vec.max_episode_steps == 7
     assert all(e.init_kwargs == env.init_kwargs for e in vec.envs)
     obs, _ = vec.reset(seed=0)

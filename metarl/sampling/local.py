@@ -25,20 +25,22 @@ def env_keys(num_tasks: int, trials: int, task_offset: int = 0) -> np.ndarray:
 
 
 class _Buffer:
-    """Per-step arrays ``[B, K, T, ...]`` allocated on first write."""
+    """Per-step arrays allocated on first write, stored ``[K, T, B, ...]`` so that a step is
+    one contiguous write, and read back as ``[B, K, T, ...]``."""
 
     def __init__(self, batch: int, episodes: int, steps: int):
-        self.lead = (batch, episodes, steps)
+        self.lead = (episodes, steps, batch)
         self.arrays: dict[str, np.ndarray] = {}
 
     def put(self, name: str, k: int, t: int, value: np.ndarray) -> None:
-        if name not in self.arrays:
-            self.arrays[name] = np.zeros(self.lead + value.shape[1:], dtype=value.dtype)
-        self.arrays[name][:, k, t] = value
+        array = self.arrays.get(name)
+        if array is None:
+            array = self.arrays[name] = np.zeros(self.lead + value.shape[1:], dtype=value.dtype)
+        array[k, t] = value
 
-    def get(self, name: str, dtype=None) -> np.ndarray:
-        array = self.arrays[name]
-        return array if dtype is None else array.astype(dtype, copy=False)
+    def view(self, name: str, episodes: slice) -> np.ndarray:
+        """``[B, k, T, ...]`` for the episodes in ``episodes`` (a strided view)."""
+        return np.moveaxis(self.arrays[name][episodes], 2, 0)
 
 
 class LocalSampler:
@@ -99,7 +101,7 @@ class LocalSampler:
                                       on_reset, on_step)
             last = _to_rollouts(buffer, tasks, (n, m), slice(episode, episode + 1))
             state = policy.end_episode(state, last)
-        return _to_rollouts(buffer, tasks, (n, m), slice(None))
+        return _to_rollouts(buffer, tasks, (n, m), slice(None), contiguous=True)
 
     @staticmethod
     def _run_episode(policy: Policy, venv: VectorMetaEnv, buffer: _Buffer, episode: int,
@@ -110,8 +112,9 @@ class LocalSampler:
             on_reset(episode, venv)
         alive = np.ones(venv.num_envs, dtype=bool)
         horizon = venv.max_episode_steps
+        no_grad = torch.no_grad()
         for t in range(horizon):
-            with torch.no_grad():
+            with no_grad:
                 action, state, extras = policy.act(torch.as_tensor(obs, device=device), state)
             actions = action.cpu().numpy()
             next_obs, rewards, terminated, truncated, infos = venv.step(actions)
@@ -150,21 +153,29 @@ def _store(buffer: _Buffer, k: int, t: int, step: Transition, extras: dict[str, 
 
 
 def _to_rollouts(buffer: _Buffer, tasks: tuple[Task, ...], nm: tuple[int, int],
-                 episodes: slice) -> Rollouts:
-    def view(array: np.ndarray) -> np.ndarray:
-        picked = array[:, episodes]
-        return picked.reshape(*nm, *picked.shape[1:])
+                 episodes: slice, contiguous: bool = False) -> Rollouts:
+    """The buffer's ``episodes`` as ``Rollouts [N, M, k, T]``: views of the buffer where the
+    dtype allows, or (``contiguous``) C-ordered copies."""
+    def view(name: str, dtype=None) -> np.ndarray:
+        picked = buffer.view(name, episodes)
+        picked = picked.reshape(*nm, *picked.shape[1:])
+        if contiguous:
+            return np.ascontiguousarray(picked, dtype=dtype)
+        return picked if dtype is None else picked.astype(dtype, copy=False)
 
-    arrays = {name: view(a) for name, a in buffer.arrays.items()}
+    def group(prefix: str) -> dict[str, np.ndarray]:
+        return {name.split("/", 1)[1]: view(name) for name in buffer.arrays
+                if name.startswith(prefix)}
+
     return Rollouts(
-        observations=arrays["observations"].astype(np.float32, copy=False),
-        actions=arrays["actions"],
-        rewards=arrays["rewards"].astype(np.float32, copy=False),
-        next_observations=arrays["next_observations"].astype(np.float32, copy=False),
-        terminated=arrays["terminated"],
-        truncated=arrays["truncated"],
-        valid=arrays["valid"],
+        observations=view("observations", np.float32),
+        actions=view("actions"),
+        rewards=view("rewards", np.float32),
+        next_observations=view("next_observations", np.float32),
+        terminated=view("terminated"),
+        truncated=view("truncated"),
+        valid=view("valid"),
         tasks=tasks,
-        extras={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("extras/")},
-        infos={k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("infos/")},
+        extras=group("extras/"),
+        infos=group("infos/"),
     )

@@ -1,0 +1,161 @@
+"""Natively batched MuJoCo task distributions: one ``MjModel``, ``B`` ``MjData``.
+
+:class:`VectorMujocoTaskEnv` steps ``B`` environments of one distribution of
+:mod:`metarl.envs.mujoco_tasks` (each on its own task) and computes observations, rewards and
+infos in numpy over all of them at once, with the reward functions the single envs use. The
+physics is a tight loop of ``mj_step(model, data, nstep=frame_skip)`` over the ``MjData``, the
+calls gymnasium makes, so transitions equal the single envs' bit for bit (``mujoco.rollout``
+was as fast here but restarts the solver's warm start at every call and does not return the
+``xpos``/``cfrc_ext`` the ant needs). With ``nthread > 1`` the loop is split over a thread
+pool (MuJoCo releases the GIL while stepping); keep ``nthread=1`` where processes already use
+every core, e.g. in Ray workers.
+
+Reset noise follows gymnasium's v5 ``reset_model`` for both robots (``qpos`` uniform in
+``+-reset_noise_scale``, ``qvel`` normal with that scale) and is drawn from the
+:class:`~metarl.random.BatchRNG` passed to :meth:`~VectorMujocoTaskEnv.reset`, so an
+environment's episodes depend only on its own key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import mujoco
+import numpy as np
+
+from metarl.envs.mujoco_tasks import MujocoTaskEnv, Params, StepState, actuator_controls
+from metarl.envs_api import VectorMetaEnv
+from metarl.random import BatchRNG, as_batch_rng
+from metarl.types import Task
+
+
+class VectorMujocoTaskEnv(VectorMetaEnv):
+    """``num_envs`` copies of the MuJoCo task distribution ``env``, stepped in one call."""
+
+    def __init__(self, env: MujocoTaskEnv, num_envs: int, nthread: int = 1):
+        if num_envs < 1 or nthread < 1:
+            raise ValueError(f"num_envs and nthread must be >= 1, got {num_envs}, {nthread}")
+        self.env = proto = env._clone()  # configuration, spaces, model and reward functions
+        self.num_envs, self.nthread = num_envs, nthread
+        self.single_observation_space = proto.observation_space
+        self.single_action_space = proto.action_space
+        self.max_episode_steps = proto.max_episode_steps
+        self.model = proto.model
+        self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
+        self._ant = hasattr(proto, "_main_body")
+        self._body = self.model.body(proto._main_body).id if self._ant else 0
+        self._qpos = np.zeros((num_envs, self.model.nq))
+        self._qvel = np.zeros((num_envs, self.model.nv))
+        self._xy = np.zeros((num_envs, 2))  # the ant's main body position, as MjData has it
+        self._cfrc = np.zeros((num_envs, self.model.nbody, 6))
+        self._elapsed = np.zeros(num_envs, dtype=np.int64)
+        self._rng: BatchRNG | None = None
+        self._chunks = [c for c in np.array_split(np.arange(num_envs), nthread) if len(c)]
+        self._pool = (ThreadPoolExecutor(len(self._chunks) - 1, "mujoco-vector")
+                      if len(self._chunks) > 1 else None)
+        self.set_tasks([proto.task] * num_envs)
+
+    @property
+    def init_kwargs(self) -> dict:
+        """The single env's constructor arguments."""
+        return self.env.init_kwargs
+
+    def set_tasks(self, tasks: Sequence[Task]) -> None:
+        if len(tasks) != self.num_envs:
+            raise ValueError(f"{len(tasks)} tasks for {self.num_envs} environments")
+        params = [self.env._task_params(task) for task in tasks]
+        self._params: Params = {key: np.stack([p[key] for p in params]) for key in params[0]}
+        self.tasks = tuple(tasks)
+
+    # ----------------------------------------------------------------------- episodes
+    def reset(self, seed: int | BatchRNG | None = None
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if seed is not None or self._rng is None:
+            self._rng = as_batch_rng(seed, self.num_envs)
+        env, scale = self.env, self.env._reset_noise_scale
+        qpos = env.init_qpos + self._rng.uniform(-scale, scale, size=self._qpos.shape)
+        qvel = env.init_qvel + scale * self._rng.standard_normal(self._qvel.shape)
+        for i, data in enumerate(self.datas):  # gymnasium's reset and set_state
+            mujoco.mj_resetData(self.model, data)
+            data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
+            mujoco.mj_forward(self.model, data)
+            self._read(i, data)
+        self._elapsed[:] = 0
+        return self._observation(), self._position_infos()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                 np.ndarray, dict[str, np.ndarray]]:
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, *self.single_action_space.shape):
+            raise ValueError(f"actions of shape {actions.shape}, expected "
+                             f"{(self.num_envs, *self.single_action_space.shape)}")
+        before = self._xy.copy() if self._ant else self._qpos[:, 0].copy()
+        self._simulate(actuator_controls(self._params, actions.astype(np.float64)))
+        state = self._step_state(before)
+        terms = self.env.reward_terms(self._params, state, actions)
+        self._elapsed += 1
+        infos = {**self._position_infos(), "x_velocity": state.x_velocity, **terms}
+        if self._ant:
+            infos["y_velocity"] = state.xy_velocity[:, 1]
+        return (self._observation(), sum(terms.values()), np.zeros(self.num_envs, dtype=bool),
+                self._elapsed >= self.max_episode_steps, infos)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    # ------------------------------------------------------------------------ physics
+    def _simulate(self, ctrl: np.ndarray) -> None:
+        """``frame_skip`` physics steps of every environment, on ``nthread`` threads."""
+        if self._pool is None:
+            self._step_range(self._chunks[0], ctrl)
+            return
+        futures = [self._pool.submit(self._step_range, chunk, ctrl)
+                   for chunk in self._chunks[1:]]
+        self._step_range(self._chunks[0], ctrl)
+        for future in futures:
+            future.result()
+
+    def _step_range(self, index: np.ndarray, ctrl: np.ndarray) -> None:
+        model, datas, frames = self.model, self.datas, self.env.frame_skip
+        for i in index.tolist():
+            data = datas[i]
+            data.ctrl[:] = ctrl[i]
+            mujoco.mj_step(model, data, nstep=frames)
+            if self._ant:  # cfrc_ext, as gymnasium's _step_mujoco_simulation
+                mujoco.mj_rnePostConstraint(model, data)
+            self._read(i, data)
+
+    def _read(self, i: int, data: mujoco.MjData) -> None:
+        self._qpos[i], self._qvel[i] = data.qpos, data.qvel
+        if self._ant:
+            self._xy[i], self._cfrc[i] = data.xpos[self._body, :2], data.cfrc_ext
+
+    # ------------------------------------------------------ observations and infos
+    def _step_state(self, before: np.ndarray) -> StepState:
+        """Velocities as gymnasium computes them: the displacement of ``qpos[0]`` (cheetah)
+        or of the main body's ``xpos`` (ant) over ``dt``."""
+        dt = self.env.dt
+        if not self._ant:
+            return StepState(self._qpos, self._qvel, (self._qpos[:, 0] - before) / dt)
+        xy_velocity = (self._xy - before) / dt
+        return StepState(self._qpos, self._qvel, xy_velocity[:, 0], xy_velocity, self._cfrc)
+
+    def _observation(self) -> np.ndarray:
+        """Gymnasium's ``_get_obs`` for all environments, following ``observation_structure``
+        (positions minus the skipped ones, velocities, clipped external forces)."""
+        env = self.env
+        parts = [self._qpos[:, env.observation_structure["skipped_qpos"]:], self._qvel]
+        if self._ant and env._include_cfrc_ext_in_observation:
+            forces = np.clip(self._cfrc[:, 1:], *env._contact_force_range)
+            parts.append(forces.reshape(self.num_envs, -1))
+        return np.concatenate(parts, axis=1)
+
+    def _position_infos(self) -> dict[str, np.ndarray]:
+        infos = {"x_position": self._qpos[:, 0].copy()}
+        if self._ant:
+            infos["y_position"] = self._qpos[:, 1].copy()
+            infos["distance_from_origin"] = np.linalg.norm(self._qpos[:, :2], axis=1)
+        return infos
