@@ -21,7 +21,7 @@ name                tasks
   batch over classes) and without replacement within a class until its 50 tasks are used up.
   There is no ``val`` split.
 * **Task params** are ``{"env_name": "reach-v3", "rand_vec": [...]}``: the Meta-World class
-  and the vector its ``reset`` places the object(s) and goal from (3 or 6 floats, inside the
+  and the vector its ``reset`` places the object(s) and goal from (length per class, inside the
   class's ``_random_reset_space``). A Meta-World ``Task`` is ``env_name`` plus a pickle of
   exactly ``{rand_vec, env_cls, partially_observable=True}`` for the ML benchmarks, so these
   two fields define it completely; they are readable, survive JSON exactly and need no
@@ -32,9 +32,10 @@ name                tasks
 * **Spaces** are Meta-World's: 39-d float64 observations (hand, gripper, objects, the same
   for the previous frame, and a goal slot that stays zero in the ML benchmarks) and 4-d
   actions in ``[-1, 1]``, the same for all ML10 classes.
-* **info** holds Meta-World's metrics as floats: ``success`` (1.0 once the task is solved),
-  ``near_object``, ``grasp_success``, ``grasp_reward``, ``in_place_reward``,
-  ``obj_to_target``, ``unscaled_reward``. Rewards are Meta-World's v2 rewards (0 to 10).
+* **info** holds Meta-World's metrics as floats: ``success`` (1.0 at steps where the task's
+  success condition holds, else 0.0), ``near_object``, ``grasp_success``, ``grasp_reward``,
+  ``in_place_reward``, ``obj_to_target``, ``unscaled_reward``. Rewards are Meta-World's v2
+  rewards (0 to 10).
 
 ML10 switches the underlying Meta-World env class per task; each env keeps one instance per
 class, created when a task of that class is first set.
