@@ -281,8 +281,8 @@ class _DisabledActuators:
     """Mixin for tasks that disable one group of actuators (a joint, a leg): the group's
     action entries are zeroed before the physics (``action_mask``, see
     :func:`actuator_controls`), so those actuators produce no force; the control cost stays
-    on the commanded action. Subclasses set ``_groups`` (actuator
-    indices per choice) and ``_choice`` (the task param naming the group)."""
+    on the commanded action. Subclasses set ``_groups`` (actuator indices per choice) and
+    ``_choice`` (the task param naming the group)."""
 
     _groups: ClassVar[tuple[tuple[int, ...], ...]]
     _choice: ClassVar[str]

@@ -4,11 +4,12 @@
 :mod:`metarl.envs.mujoco_tasks` (each on its own task) and computes observations, rewards and
 infos in numpy over all of them at once, with the reward functions the single envs use. The
 physics is a tight loop of ``mj_step(model, data, nstep=frame_skip)`` over the ``MjData``, the
-calls gymnasium makes, so transitions equal the single envs' bit for bit (``mujoco.rollout``
-was as fast here but restarts the solver's warm start at every call and does not return the
-``xpos``/``cfrc_ext`` the ant needs). With ``nthread > 1`` the loop is split over a thread
-pool (MuJoCo releases the GIL while stepping); keep ``nthread=1`` where processes already use
-every core, e.g. in Ray workers.
+calls gymnasium makes, so transitions equal the single envs' up to float rounding (bit for bit
+for the cheetah). ``mujoco.rollout`` was measured too: single-threaded at most ~6% faster on
+the cheetah, but it restarts the solver's warm start at every call and returns neither the
+ant's ``xpos`` (which lags ``qpos`` by one substep after ``mj_step``) nor its ``cfrc_ext``.
+With ``nthread > 1`` the loop is split over a thread pool (MuJoCo releases the GIL while
+stepping); keep ``nthread=1`` where processes already use every core, e.g. in Ray workers.
 
 Reset noise follows gymnasium's v5 ``reset_model`` for both robots (``qpos`` uniform in
 ``+-reset_noise_scale``, ``qvel`` normal with that scale) and is drawn from the
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import mujoco
 import numpy as np
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
 from metarl.envs.mujoco_tasks import MujocoTaskEnv, Params, StepState, actuator_controls
 from metarl.envs_api import VectorMetaEnv
@@ -43,7 +45,7 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
         self.max_episode_steps = proto.max_episode_steps
         self.model = proto.model
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
-        self._ant = hasattr(proto, "_main_body")
+        self._ant = isinstance(proto, AntEnv)  # velocity of a body, external forces
         self._body = self.model.body(proto._main_body).id if self._ant else 0
         self._qpos = np.zeros((num_envs, self.model.nq))
         self._qvel = np.zeros((num_envs, self.model.nv))
@@ -51,7 +53,11 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
         self._cfrc = np.zeros((num_envs, self.model.nbody, 6))
         self._elapsed = np.zeros(num_envs, dtype=np.int64)
         self._rng: BatchRNG | None = None
-        self._chunks = [c for c in np.array_split(np.arange(num_envs), nthread) if len(c)]
+        # per environment: its MjData and views of the fields read and written every step
+        self._io = [(data, data.ctrl, data.qpos, data.qvel, data.xpos[self._body, :2],
+                     data.cfrc_ext) for data in self.datas]
+        self._chunks = [c.tolist() for c in np.array_split(np.arange(num_envs), nthread)
+                        if len(c)]
         self._pool = (ThreadPoolExecutor(len(self._chunks) - 1, "mujoco-vector")
                       if len(self._chunks) > 1 else None)
         self.set_tasks([proto.task] * num_envs)
@@ -80,7 +86,7 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
             mujoco.mj_resetData(self.model, data)
             data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
             mujoco.mj_forward(self.model, data)
-            self._read(i, data)
+            self._read(i)
         self._elapsed[:] = 0
         return self._observation(), self._position_infos()
 
@@ -118,20 +124,22 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
         for future in futures:
             future.result()
 
-    def _step_range(self, index: np.ndarray, ctrl: np.ndarray) -> None:
-        model, datas, frames = self.model, self.datas, self.env.frame_skip
-        for i in index.tolist():
-            data = datas[i]
-            data.ctrl[:] = ctrl[i]
-            mujoco.mj_step(model, data, nstep=frames)
-            if self._ant:  # cfrc_ext, as gymnasium's _step_mujoco_simulation
+    def _step_range(self, index: list[int], ctrl: np.ndarray) -> None:
+        model, frames, ant = self.model, self.env.frame_skip, self._ant
+        for i in index:
+            data, data_ctrl = self._io[i][:2]
+            data_ctrl[:] = ctrl[i]
+            mujoco.mj_step(model, data, frames)
+            if ant:  # cfrc_ext, as gymnasium's _step_mujoco_simulation
                 mujoco.mj_rnePostConstraint(model, data)
-            self._read(i, data)
+            self._read(i)
 
-    def _read(self, i: int, data: mujoco.MjData) -> None:
-        self._qpos[i], self._qvel[i] = data.qpos, data.qvel
+    def _read(self, i: int) -> None:
+        """Copy environment ``i``'s state (and the ant's body position, forces) out."""
+        _, _, qpos, qvel, xy, cfrc = self._io[i]
+        self._qpos[i], self._qvel[i] = qpos, qvel
         if self._ant:
-            self._xy[i], self._cfrc[i] = data.xpos[self._body, :2], data.cfrc_ext
+            self._xy[i], self._cfrc[i] = xy, cfrc
 
     # ------------------------------------------------------ observations and infos
     def _step_state(self, before: np.ndarray) -> StepState:

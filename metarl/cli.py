@@ -177,16 +177,29 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------- bench
-BENCHMARKS = {"envs": "metarl.benchmarks.envs"}
+BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sampler"}
+#: bench options passed to a benchmark's ``run`` as keywords (when given)
+BENCH_OPTIONS = ("env", "workers")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
+    import inspect
 
     if args.name not in BENCHMARKS:
         raise UsageError(f"unknown benchmark {args.name!r}; valid benchmarks: "
                          f"{', '.join(sorted(BENCHMARKS))}")
-    result = importlib.import_module(BENCHMARKS[args.name]).run()
+    run = importlib.import_module(BENCHMARKS[args.name]).run
+    accepted = inspect.signature(run).parameters
+    options = {key: getattr(args, key) for key in BENCH_OPTIONS if getattr(args, key) is not None}
+    if unknown := [f"--{key}" for key in options if key not in accepted]:
+        raise UsageError(f"benchmark {args.name!r} does not take {', '.join(unknown)}")
+    if options.get("workers", 1) < 1:
+        raise UsageError(f"--workers must be >= 1, got {options['workers']}")
+    try:
+        result = run(**options)
+    except ValueError as exc:  # a bad option value, e.g. an env the benchmark cannot run
+        raise UsageError(str(exc)) from None
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
@@ -249,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     p.add_argument("name", help=f"one of: {', '.join(sorted(BENCHMARKS))}")
+    p.add_argument("--env", help="env to benchmark (sampler; default cheetah-vel)")
+    p.add_argument("--workers", type=int, help="Ray workers (sampler; default 2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -1,14 +1,20 @@
 """Sampler throughput on a MuJoCo task distribution: gymnasium loop vs LocalSampler vs Ray.
 
-One workload, ``tasks`` tasks x 1 trial x ``episodes`` episodes x ``steps`` steps, timed three
-ways, in environment steps per second (best of ``repeats`` timings; the machine may be shared):
+One workload, ``tasks`` tasks x 1 trial x ``episodes`` episodes x ``steps`` steps (default: the
+env's horizon), timed three ways, in environment steps per second. Each figure is the best of
+``repeats`` timings after a warm-up, and the three take turns so that a shared machine's load
+affects them alike (``load_average`` is reported with them):
 
 * ``gym_loop_steps_per_s``: a plain loop over the workload's episodes with one gymnasium
   single env (the reference backend) and uniform random actions;
 * ``local_steps_per_s``: :class:`~metarl.sampling.LocalSampler` on the natively batched vector
-  env with a (64, 64) tanh Gaussian MLP policy, one policy call per step for all envs;
+  env with a (64, 64) tanh Gaussian MLP policy, one policy call per step for all envs (one
+  MuJoCo and one torch thread);
 * ``ray_steps_per_s``: :class:`~metarl.sampling.RaySampler` with ``workers`` actors (one MuJoCo
   and one torch thread each), timed after the workers are up and have sampled once.
+
+Ray's figure cannot beat the local one unless ``workers`` cores are free: with Linux's
+autogroup scheduling, all processes started from one session share one CPU share.
 
     metarl bench sampler --env cheetah-vel --workers 2 [--json]
 """
@@ -30,6 +36,7 @@ from metarl.envs import MetaEnv, make
 from metarl.nn import GaussianHead
 from metarl.policy import StatelessPolicy
 from metarl.random import BatchRNG
+from metarl.sampling import LocalSampler, Sampler
 from metarl.types import Task
 
 
@@ -38,12 +45,13 @@ class GaussianMLPPolicy(StatelessPolicy):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64),
                  seed: int = 0):
-        torch.manual_seed(seed)
-        layers: list[nn.Module] = []
-        for size_in, size_out in zip((obs_dim, *hidden), hidden, strict=False):
-            layers += [nn.Linear(size_in, size_out), nn.Tanh()]
-        self.body = nn.Sequential(*layers)
-        self.head = GaussianHead(hidden[-1], act_dim)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            layers: list[nn.Module] = []
+            for size_in, size_out in zip((obs_dim, *hidden), hidden, strict=False):
+                layers += [nn.Linear(size_in, size_out), nn.Tanh()]
+            self.body = nn.Sequential(*layers)
+            self.head = GaussianHead(hidden[-1], act_dim)
 
     def act(self, obs: torch.Tensor, rng: BatchRNG
             ) -> tuple[torch.Tensor, BatchRNG, dict[str, torch.Tensor]]:
@@ -68,7 +76,7 @@ def gym_loop(env: MetaEnv, tasks: Sequence[Task], episodes: int) -> Callable[[],
     return loop
 
 
-def sampling(sampler, policy: GaussianMLPPolicy, tasks: Sequence[Task],
+def sampling(sampler: Sampler, policy: GaussianMLPPolicy, tasks: Sequence[Task],
              episodes: int) -> Callable[[], None]:
     """The workload as one ``sampler.sample`` call."""
     return lambda: sampler.sample(policy, tasks, trials=1, episodes=episodes, seed=0)
@@ -93,24 +101,23 @@ def run(env: str = "cheetah-vel", workers: int = 2, tasks: int = 20, episodes: i
     """The three throughputs and their ratios (see the module docstring)."""
     import ray
 
-    from metarl.sampling import LocalSampler
     from metarl.sampling.ray_sampler import RaySampler
 
     kwargs = {} if steps is None else {"horizon": steps}
-    mujoco = _is_mujoco(env)
-    gym_env = make(env, **kwargs, **({"backend": "gym"} if mujoco else {}))
+    is_mujoco = _is_mujoco(env)
+    gym_env = make(env, **kwargs, **({"backend": "gym"} if is_mujoco else {}))
     if not isinstance(gym_env.action_space, spaces.Box):
         raise ValueError(f"the sampler benchmark needs a continuous-action env, {env!r} has "
                          f"{gym_env.action_space}")
     task_list = gym_env.split_tasks("train", tasks)
     policy = GaussianMLPPolicy(int(np.prod(gym_env.observation_space.shape)),
                                int(np.prod(gym_env.action_space.shape)))
-    local = LocalSampler(make(env, **kwargs))
+    local = LocalSampler(make(env, **kwargs), torch_threads=1)  # as each Ray worker
     started_ray = not ray.is_initialized()
     if started_ray:  # room for every worker, even beyond the cores
         ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
-    remote = RaySampler(make(env, **kwargs, **({"nthread": 1} if mujoco else {})),
+    remote = RaySampler(make(env, **kwargs, **({"nthread": 1} if is_mujoco else {})),
                         workers=workers)
     try:
         seconds = best_times({"gym_loop": gym_loop(gym_env, task_list, episodes),

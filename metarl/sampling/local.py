@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -55,11 +56,16 @@ class LocalSampler:
     ``render_mode="rgb_array"`` in a :class:`~metarl.envs_api.SerialVectorEnv` (slower, but
     ``venv.envs[i].render()`` works); pass ``on_reset``/``on_step`` to :meth:`sample` to
     grab frames.
+
+    ``torch_threads`` (e.g. 1) sets torch's intra-op threads while sampling (restored after):
+    a small policy's per-step forward is slower with several threads, much slower when the
+    cores are busy (RaySampler's workers run with one); ``None`` leaves torch as it is.
     """
 
-    def __init__(self, env: MetaEnv, render: bool = False):
+    def __init__(self, env: MetaEnv, render: bool = False, torch_threads: int | None = None):
         self.env = env
         self.render = render
+        self.torch_threads = torch_threads
         self._vector: VectorMetaEnv | None = None
 
     def _vector_env(self, num_envs: int) -> VectorMetaEnv:
@@ -87,7 +93,13 @@ class LocalSampler:
         ``on_reset(episode, venv)`` runs after each episode's reset and
         ``on_step(transition, venv)`` after each step (e.g. to render frames); neither may
         change the environments."""
-        tasks = tuple(tasks)
+        with _torch_threads(self.torch_threads):
+            return self._sample(policy, tuple(tasks), trials, episodes, seed, task_offset,
+                                on_reset, on_step)
+
+    def _sample(self, policy: Policy, tasks: tuple[Task, ...], trials: int, episodes: int,
+                seed: int, task_offset: int, on_reset: ResetCallback | None,
+                on_step: StepCallback | None) -> Rollouts:
         n, m, k = len(tasks), trials, episodes
         venv = self._vector_env(n * m)
         venv.set_tasks([task for task in tasks for _ in range(m)])
@@ -133,6 +145,20 @@ class LocalSampler:
             if not alive.any():
                 break
         return state
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (``None``: unchanged)."""
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def rendering_vector_env(env: MetaEnv, num_envs: int) -> SerialVectorEnv:
