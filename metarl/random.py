@@ -13,6 +13,7 @@ batch size.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 
@@ -73,7 +74,7 @@ class BatchRNG:
     def random(self, size: int | tuple[int, ...] | None = None) -> np.ndarray:
         """Uniform floats in ``[0, 1)`` of shape ``size`` (first dimension = batch)."""
         shape = self._shape(size)
-        per_env = int(np.prod(shape[1:], dtype=np.int64))
+        per_env = math.prod(shape[1:])
         bits = self._bits(per_env)
         return ((bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)).reshape(shape)
 
@@ -83,7 +84,7 @@ class BatchRNG:
     def standard_normal(self, size: int | tuple[int, ...] | None = None) -> np.ndarray:
         """Gaussian samples by the Box-Muller transform."""
         shape = self._shape(size)
-        per_env = int(np.prod(shape[1:], dtype=np.int64))
+        per_env = math.prod(shape[1:])
         half = (per_env + 1) // 2
         u = self.random((self.size, 2, half))
         radius = np.sqrt(-2.0 * np.log1p(-u[:, 0]))
