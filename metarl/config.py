@@ -35,6 +35,7 @@ class TrainerConfig:
     iterations: int = 100
     seed: int = 0
     checkpoint_every: int = 10
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk; 0 keeps all
     eval_every: int = 0  # 0: evaluate only at the end
     eval_tasks: int = 100
     device: str = "cpu"

@@ -96,6 +96,10 @@ class Trainer:
         path = checkpoint_path(self.run_dir, iteration)
         save_checkpoint(path, {"agent": self.agent.state_dict(), "iteration": iteration,
                                "torch_rng": torch.get_rng_state()})
+        keep = self.config.trainer.keep_checkpoints
+        if keep > 0:  # only after the new one is safely on disk
+            for old in sorted((self.run_dir / CHECKPOINT_DIR).glob("iter_*.pt"))[:-keep]:
+                old.unlink(missing_ok=True)
         return path
 
     def resume(self) -> int:

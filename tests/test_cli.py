@@ -128,6 +128,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     assert main(["train", "rl2", "bandit", "--run-dir", str(full), *common]) == 0
     a, b = _rows(full), _rows(cut)
     assert len(a) == len(b) == 30
+    kept = sorted(p.name for p in (full / "checkpoints").iterdir())
+    assert kept == ["iter_000028.pt", "iter_000029.pt", "iter_000030.pt"]
     for ra, rb in zip(a, b, strict=True):
         assert {k: v for k, v in ra.items() if k != "time_s"} == {
             k: v for k, v in rb.items() if k != "time_s"}
