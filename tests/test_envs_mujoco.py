@@ -7,13 +7,12 @@ import os
 import pickle
 import subprocess
 import sys
-import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
+from helpers import unexpected_check_env_warnings
 
 from metarl.envs import REGISTRY, make
 from metarl.policy import StatelessPolicy
@@ -21,9 +20,6 @@ from metarl.sampling import LocalSampler
 from metarl.types import Task
 
 MUJOCO_ENVS = sorted(name for name, spec in REGISTRY.items() if spec.family == "mujoco")
-# gymnasium's own MuJoCo observation spaces are unbounded; check_env warns about that
-UNBOUNDED_BOX_WARNINGS = ("observation space minimum value is -infinity",
-                          "observation space maximum value is infinity")
 PEARL_ANT = {"ctrl_cost_weight": 0.5, "contact_cost_weight": 5e-4, "healthy_reward": 1.0}
 
 
@@ -64,12 +60,7 @@ def test_registered_lazily_without_importing_mujoco():
 @pytest.mark.parametrize("name", MUJOCO_ENVS)
 def test_check_env(name):
     env = make(name)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(env, skip_render_check=True)
-    unexpected = [str(w.message) for w in caught
-                  if not any(text in str(w.message) for text in UNBOUNDED_BOX_WARNINGS)]
-    assert unexpected == []
+    assert unexpected_check_env_warnings(env) == []
     assert env.max_episode_steps == type(env).max_episode_steps == 200
 
 

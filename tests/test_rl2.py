@@ -62,14 +62,14 @@ def test_second_episode_depends_on_first():
     policy = agent.policy(deterministic=True)
     obs = torch.zeros(2, 1)
     state = policy.reset(env.split_tasks("train", 2), 1, BatchRNG(0, np.arange(2)))
-    action, state, _ = policy.act(obs, state)
+    _, state, _ = policy.act(obs, state)
     from metarl.types import Transition
 
     step = Transition(obs.numpy(), np.array([0, 0]), np.array([0.0, 1.0]), obs.numpy(),
                       np.array([True, True]), np.array([False, False]), np.array([True, True]),
                       0, 0)
     state = policy.end_episode(policy.observe(state, step), None)
-    _, _, extras = policy.act(obs, state)
+    policy.act(obs, state)
     assert not torch.allclose(state.pending_hidden[0, 0], state.pending_hidden[0, 1])
 
 
