@@ -179,7 +179,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------- bench
 BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sampler"}
 #: bench options passed to a benchmark's ``run`` as keywords (when given)
-BENCH_OPTIONS = ("env", "workers")
+BENCH_OPTIONS = ("env", "workers", "tasks", "episodes")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -194,8 +194,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = {key: getattr(args, key) for key in BENCH_OPTIONS if getattr(args, key) is not None}
     if unknown := [f"--{key}" for key in options if key not in accepted]:
         raise UsageError(f"benchmark {args.name!r} does not take {', '.join(unknown)}")
-    if options.get("workers", 1) < 1:
-        raise UsageError(f"--workers must be >= 1, got {options['workers']}")
+    for key in ("workers", "tasks", "episodes"):
+        if options.get(key, 1) < 1:
+            raise UsageError(f"--{key} must be >= 1, got {options[key]}")
     try:
         result = run(**options)
     except ValueError as exc:  # a bad option value, e.g. an env the benchmark cannot run
@@ -264,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=f"one of: {', '.join(sorted(BENCHMARKS))}")
     p.add_argument("--env", help="env to benchmark (sampler; default cheetah-vel)")
     p.add_argument("--workers", type=int, help="Ray workers (sampler; default 2)")
+    p.add_argument("--tasks", type=int, help="tasks in the workload (sampler; default 20)")
+    p.add_argument("--episodes", type=int, help="episodes per task (sampler; default 2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +32,17 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+#: how many same-sized normal draws :meth:`BatchRNG.standard_normal` computes ahead
+_NORMAL_BLOCK = 32
+
+
+@dataclass(frozen=True)
+class _NormalBlock:
+    per_env: int
+    first_counter: int
+    values: np.ndarray  # [B, draws, per_env]
+
+
 class BatchRNG:
     """Independent random streams for a batch of environments (see module docstring)."""
 
@@ -42,6 +54,7 @@ class BatchRNG:
         base = _mix(base ^ np.uint64(zlib.crc32(tag.encode())))
         self._state = _mix(self.keys.astype(np.uint64) * _GOLDEN + base)
         self._counter = 0
+        self._normals: _NormalBlock | None = None
 
     @property
     def size(self) -> int:
@@ -56,6 +69,7 @@ class BatchRNG:
         out = BatchRNG.__new__(BatchRNG)
         out.seed, out.tag, out.keys = self.seed, self.tag, self.keys[index]
         out._state, out._counter = self._state[index], self._counter
+        out._normals = None
         return out
 
     def _bits(self, per_env: int) -> np.ndarray:
@@ -82,15 +96,36 @@ class BatchRNG:
         return low + (np.asarray(high) - low) * self.random(size)
 
     def standard_normal(self, size: int | tuple[int, ...] | None = None) -> np.ndarray:
-        """Gaussian samples by the Box-Muller transform."""
+        """Gaussian samples by the Box-Muller transform.
+
+        A draw of ``per_env`` values uses the next ``2 * ceil(per_env / 2)`` counters. When
+        the same size is drawn twice in a row (a policy acting step after step), the next
+        draws of that size are computed ahead in one block; the values are those of drawing
+        them one by one."""
         shape = self._shape(size)
         per_env = math.prod(shape[1:])
+        width = 2 * ((per_env + 1) // 2)
+        block = self._normals
+        if block is not None and block.per_env == per_env:
+            index, rest = divmod(self._counter - block.first_counter, width)
+            if rest == 0 and 0 <= index < block.values.shape[1]:
+                self._counter += width
+                return block.values[:, index].reshape(shape)
+        count = _NORMAL_BLOCK if block is not None and block.per_env == per_env else 1
+        values = self._box_muller(per_env, count)
+        self._normals = _NormalBlock(per_env, self._counter, values)
+        self._counter += width
+        return values[:, 0].reshape(shape)
+
+    def _box_muller(self, per_env: int, count: int) -> np.ndarray:
+        """``count`` consecutive draws of ``per_env`` normals: ``[B, count, per_env]``."""
         half = (per_env + 1) // 2
-        u = self.random((self.size, 2, half))
-        radius = np.sqrt(-2.0 * np.log1p(-u[:, 0]))
-        angle = 2.0 * np.pi * u[:, 1]
-        z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-        return z[:, :per_env].reshape(shape)
+        u = self.random((self.size, count, 2, half))
+        self._counter -= count * 2 * half  # the caller advances the counter per draw
+        radius = np.sqrt(-2.0 * np.log1p(-u[:, :, 0]))
+        angle = 2.0 * np.pi * u[:, :, 1]
+        z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=2)
+        return z[:, :, :per_env]
 
     def normal(self, loc=0.0, scale=1.0, size=None) -> np.ndarray:
         return loc + np.asarray(scale) * self.standard_normal(size)

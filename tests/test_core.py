@@ -1,4 +1,4 @@
-"""Known-answer tests for the shared pieces: Rollouts, BatchRNG, GAE, PPO's loss."""
+"""Known-answer tests for the shared pieces: Rollouts, BatchRNG, GAE, PPO's loss, heads."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.nn import gae, ppo_clip_loss
+from metarl.nn import GaussianHead, GaussianMLP, GaussianMLPPolicy, gae, ppo_clip_loss
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task
 
@@ -105,6 +105,30 @@ def test_batch_rng_streams_depend_only_on_key():
     assert not np.array_equal(BatchRNG(8, np.arange(6), "env").random(6), full.random(6))
 
 
+def test_batch_rng_normals_computed_ahead_equal_one_by_one():
+    """Repeated same-sized normal draws are served from a block computed ahead; interleaved
+    with other draws, subsets and sizes, every value must equal the plain Box-Muller draw
+    at the same counter."""
+    def reference(rng: BatchRNG, size: tuple[int, ...]) -> np.ndarray:
+        per_env = int(np.prod(size[1:]))
+        half = (per_env + 1) // 2
+        u = rng.random((size[0], 2, half))
+        z = np.concatenate([np.sqrt(-2 * np.log1p(-u[:, 0])) * np.cos(2 * np.pi * u[:, 1]),
+                            np.sqrt(-2 * np.log1p(-u[:, 0])) * np.sin(2 * np.pi * u[:, 1])], 1)
+        return z[:, :per_env].reshape(size)
+
+    fast, slow = BatchRNG(3, np.arange(5), "x"), BatchRNG(3, np.arange(5), "x")
+    plan = [(5, 3)] * 40 + ["uniform", (5, 2, 2), (5, 3), (5, 3), "subset"] + [(5, 3)] * 70
+    for size in plan:
+        if size == "uniform":
+            assert np.array_equal(fast.random((5, 2)), slow.random((5, 2)))
+        elif size == "subset":
+            fast, slow = fast.subset(slice(1, 4)), slow.subset(slice(1, 4))
+        else:
+            size = (fast.size, *size[1:])
+            assert np.array_equal(fast.standard_normal(size), reference(slow, size))
+
+
 def test_batch_rng_distributions():
     rng = BatchRNG(0, np.arange(4))
     u = rng.random((4, 50_000))
@@ -115,3 +139,44 @@ def test_batch_rng_distributions():
     draws = np.stack([rng.categorical(probs) for _ in range(5000)])
     assert (draws == 1).sum() == 0
     assert abs((draws == 2).mean() - 0.8) < 0.02
+
+
+def test_gaussian_head_log_prob_matches_torch_distributions():
+    head = GaussianHead(4, 3, init_std=0.5)
+    params = head(torch.randn(6, 4))
+    action, log_prob = head.sample_with_log_prob(params, BatchRNG(0, np.arange(6)), False)
+    mean, log_std = params.chunk(2, -1)
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(action).sum(-1)
+    torch.testing.assert_close(log_prob, expected)
+    torch.testing.assert_close(head.log_prob(params, action), expected)
+    again = head.sample(params, BatchRNG(0, np.arange(6)), False)
+    assert torch.equal(again, action)  # same draw with or without the log-probability
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_gaussian_mlp_numpy_snapshot_acts_like_the_torch_network(activation):
+    net = GaussianMLP(5, 3, (16, 8), activation=activation, init_std=0.7)
+    obs = torch.randn(4, 5)
+    keys = np.arange(4)
+    action, log_prob = net.snapshot().act(obs.numpy(), BatchRNG(1, keys))
+    params = net(obs)
+    with torch.no_grad():
+        expected = net.head.sample(params, BatchRNG(1, keys), deterministic=False)
+        expected_log_prob = net.head.log_prob(params, expected)
+    np.testing.assert_allclose(action, expected.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_prob, expected_log_prob.numpy(), rtol=1e-5, atol=1e-5)
+    mean, _ = net.snapshot().act(obs.numpy(), BatchRNG(1, keys), deterministic=True)
+    np.testing.assert_allclose(mean, params[:, :3].detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_mlp_policy_snapshots_weights_at_reset():
+    net = GaussianMLP(2, 1, (4,))
+    policy = GaussianMLPPolicy(net, deterministic=True)
+    state = policy.reset([], 1, BatchRNG(0, [0]))
+    obs = torch.ones(1, 2)
+    before = policy.act(obs, state)[0]
+    with torch.no_grad():
+        net.head.mean.bias += 1.0
+    assert torch.equal(policy.act(obs, state)[0], before)  # the trial keeps its weights
+    after = policy.act(obs, policy.reset([], 1, BatchRNG(0, [0])))[0]
+    torch.testing.assert_close(after, before + 1.0)

@@ -142,11 +142,11 @@ def test_stepping_past_the_horizon_does_not_fail():
 
 # ------------------------------------------------------------------ sampler benchmark
 def test_benchmark_policy_samples_batched_mujoco_envs():
-    from metarl.benchmarks.sampler import GaussianMLPPolicy
+    from metarl.benchmarks.sampler import benchmark_policy
     from metarl.sampling import LocalSampler
 
     env = make("cheetah-crippled", horizon=5)
-    policy = GaussianMLPPolicy(17, 6)
+    policy = benchmark_policy(17, 6)
     sampler = LocalSampler(env, torch_threads=1)
     rollouts = sampler.sample(policy, env.split_tasks("train", 3), episodes=2, seed=0)
     assert rollouts.shape == (3, 1, 2, 5) and rollouts.extras["log_prob"].shape == (3, 1, 2, 5)

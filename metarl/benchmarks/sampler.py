@@ -8,7 +8,8 @@ affects them alike (``load_average`` is reported with them):
 * ``gym_loop_steps_per_s``: a plain loop over the workload's episodes with one gymnasium
   single env (the reference backend) and uniform random actions;
 * ``local_steps_per_s``: :class:`~metarl.sampling.LocalSampler` on the natively batched vector
-  env with a (64, 64) tanh Gaussian MLP policy, one policy call per step for all envs (one
+  env with a (64, 64) tanh Gaussian MLP policy (acting through its numpy snapshot, see
+  :mod:`metarl.nn.mlp`), one policy call per step for all envs (one
   MuJoCo and one torch thread);
 * ``ray_steps_per_s``: :class:`~metarl.sampling.RaySampler` with ``workers`` actors (one MuJoCo
   and one torch thread each), timed after the workers are up and have sampled once.
@@ -30,34 +31,18 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from gymnasium import spaces
-from torch import nn
 
 from metarl.envs import MetaEnv, make
-from metarl.nn import GaussianHead
-from metarl.policy import StatelessPolicy
-from metarl.random import BatchRNG
+from metarl.nn import GaussianMLP, GaussianMLPPolicy
 from metarl.sampling import LocalSampler, Sampler
 from metarl.types import Task
 
 
-class GaussianMLPPolicy(StatelessPolicy):
-    """A tanh MLP with a Gaussian head, called once per step for all environments."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64),
-                 seed: int = 0):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            layers: list[nn.Module] = []
-            for size_in, size_out in zip((obs_dim, *hidden), hidden, strict=False):
-                layers += [nn.Linear(size_in, size_out), nn.Tanh()]
-            self.body = nn.Sequential(*layers)
-            self.head = GaussianHead(hidden[-1], act_dim)
-
-    def act(self, obs: torch.Tensor, rng: BatchRNG
-            ) -> tuple[torch.Tensor, BatchRNG, dict[str, torch.Tensor]]:
-        params = self.head(self.body(obs.to(torch.float32)))
-        action = self.head.sample(params, rng, deterministic=False)
-        return action, rng, {"log_prob": self.head.log_prob(params, action)}
+def benchmark_policy(obs_dim: int, act_dim: int, seed: int = 0) -> GaussianMLPPolicy:
+    """The (64, 64) tanh Gaussian MLP policy the sampler figures are measured with."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return GaussianMLPPolicy(GaussianMLP(obs_dim, act_dim, (64, 64)))
 
 
 def gym_loop(env: MetaEnv, tasks: Sequence[Task], episodes: int) -> Callable[[], None]:
@@ -110,8 +95,8 @@ def run(env: str = "cheetah-vel", workers: int = 2, tasks: int = 20, episodes: i
         raise ValueError(f"the sampler benchmark needs a continuous-action env, {env!r} has "
                          f"{gym_env.action_space}")
     task_list = gym_env.split_tasks("train", tasks)
-    policy = GaussianMLPPolicy(int(np.prod(gym_env.observation_space.shape)),
-                               int(np.prod(gym_env.action_space.shape)))
+    policy = benchmark_policy(int(np.prod(gym_env.observation_space.shape)),
+                              int(np.prod(gym_env.action_space.shape)))
     local = LocalSampler(make(env, **kwargs), torch_threads=1)  # as each Ray worker
     started_ray = not ray.is_initialized()
     if started_ray:  # room for every worker, even beyond the cores

@@ -2,6 +2,8 @@
 
 from metarl.nn.heads import CategoricalHead, GaussianHead, make_head
 from metarl.nn.losses import RunningNorm, discounted_returns, gae, masked_mean, ppo_clip_loss
+from metarl.nn.mlp import MLP, GaussianMLP, GaussianMLPPolicy, NumpyGaussianMLP, numpy_mlp
 
-__all__ = ["CategoricalHead", "GaussianHead", "RunningNorm", "discounted_returns", "gae",
-           "make_head", "masked_mean", "ppo_clip_loss"]
+__all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
+           "NumpyGaussianMLP", "RunningNorm", "discounted_returns", "gae", "make_head",
+           "masked_mean", "numpy_mlp", "ppo_clip_loss"]

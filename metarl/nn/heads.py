@@ -39,6 +39,12 @@ class CategoricalHead(nn.Module):
         probs = torch.softmax(params.double(), dim=-1).cpu().numpy()
         return torch.as_tensor(rng.categorical(probs), device=params.device)
 
+    def sample_with_log_prob(self, params: torch.Tensor, rng: BatchRNG, deterministic: bool
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An action and its log-probability."""
+        action = self.sample(params, rng, deterministic)
+        return action, self.log_prob(params, action)
+
     def encode(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions as network inputs (one-hot)."""
         return nn.functional.one_hot(actions.long(), self.n).to(torch.float32)
@@ -76,6 +82,19 @@ class GaussianHead(nn.Module):
         noise = torch.as_tensor(rng.standard_normal(tuple(mean.shape)), dtype=mean.dtype,
                                 device=mean.device)
         return mean + log_std.exp() * noise
+
+    def sample_with_log_prob(self, params: torch.Tensor, rng: BatchRNG, deterministic: bool
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An action and its log-probability. The log-probability comes from the drawn
+        noise (no second pass over the action): equal to :meth:`log_prob` up to rounding."""
+        mean, log_std = self._split(params)
+        if deterministic:
+            return mean, self.log_prob(params, mean)
+        noise = torch.as_tensor(rng.standard_normal(tuple(mean.shape)), dtype=mean.dtype,
+                                device=mean.device)
+        log_prob = (-0.5 * noise.square().sum(-1) - log_std.sum(-1)
+                    - 0.5 * mean.shape[-1] * math.log(2 * math.pi))
+        return mean + log_std.exp() * noise, log_prob
 
     def encode(self, actions: torch.Tensor) -> torch.Tensor:
         return actions.to(torch.float32)

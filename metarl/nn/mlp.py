@@ -1,0 +1,133 @@
+"""Multilayer perceptrons, the Gaussian MLP policy network, and a numpy path for sampling.
+
+Sampling calls the policy once per step for all environments. Between two calls the physics
+of every environment runs and evicts the caches, and then each of the ~20 small torch ops of
+an MLP forward and a Gaussian draw costs 5-10 µs of dispatch (measured in the sampler loop
+on HalfCheetah: 157 µs a call in torch against 46 µs with the same maths in numpy). So
+:class:`GaussianMLPPolicy` snapshots the weights as numpy arrays when a trial starts and acts
+in numpy; training differentiates the torch module as usual.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.nn.heads import GaussianHead
+from metarl.policy import StatelessPolicy
+from metarl.random import BatchRNG
+
+ACTIVATIONS = {"tanh": (nn.Tanh, np.tanh), "relu": (nn.ReLU, lambda x: np.maximum(x, 0.0))}
+
+
+def _activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class MLP(nn.Module):
+    """``Linear -> activation`` for each hidden size, then a linear output layer if
+    ``out_features`` is given (else the last hidden layer's activations are the output)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int | None = None,
+                 activation: str = "tanh"):
+        super().__init__()
+        self.activation = activation
+        module_cls, _ = _activation(activation)
+        sizes = [in_features, *hidden]
+        layers: list[nn.Module] = []
+        for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(size_in, size_out), module_cls()]
+        if out_features is not None:
+            layers.append(nn.Linear(sizes[-1], out_features))
+        self.layers = nn.Sequential(*layers)
+        self.num_hidden = len(hidden)
+        self.out_features = sizes[-1] if out_features is None else out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    def numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+        """``(weight [in, out], bias, activated)`` per linear layer, as float32 copies."""
+        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
+        return [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy(),
+                 i < self.num_hidden) for i, m in enumerate(linears)]
+
+
+def numpy_mlp(layers: Sequence[tuple[np.ndarray, np.ndarray, bool]], x: np.ndarray,
+              activation: str) -> np.ndarray:
+    """The forward pass of :meth:`MLP.numpy_layers` on ``x [B, in]`` in numpy."""
+    _, function = _activation(activation)
+    for weight, bias, activated in layers:
+        x = x @ weight + bias
+        if activated:
+            x = function(x)
+    return x
+
+
+class GaussianMLP(nn.Module):
+    """A Gaussian policy network: an MLP computes the mean, the log standard deviation is a
+    learned state-independent vector (MAML-RL, ProMP, the benchmark policy)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64),
+                 activation: str = "tanh", init_std: float = 1.0):
+        super().__init__()
+        self.body = MLP(obs_dim, hidden, activation=activation)
+        self.head = GaussianHead(self.body.out_features, act_dim, init_std=init_std)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Distribution parameters ``[..., 2 * act_dim]`` (mean, log std) for the head."""
+        return self.head(self.body(obs))
+
+    def snapshot(self) -> NumpyGaussianMLP:
+        layers = self.body.numpy_layers()
+        weight = self.head.mean.weight.detach().cpu().numpy().T.copy()
+        layers.append((weight, self.head.mean.bias.detach().cpu().numpy().copy(), False))
+        return NumpyGaussianMLP(layers, self.body.activation,
+                                self.head.log_std.detach().cpu().numpy().astype(np.float64))
+
+
+class NumpyGaussianMLP(NamedTuple):
+    """A frozen copy of a :class:`GaussianMLP` that acts in numpy."""
+
+    layers: list[tuple[np.ndarray, np.ndarray, bool]]
+    activation: str
+    log_std: np.ndarray
+
+    def act(self, obs: np.ndarray, rng: BatchRNG, deterministic: bool = False
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """Actions ``[B, act_dim]`` (float32) and their log-probabilities ``[B]``; the draw
+        is the same as :meth:`GaussianHead.sample`'s."""
+        mean = numpy_mlp(self.layers, obs.astype(np.float32, copy=False), self.activation)
+        dim = mean.shape[-1]
+        constant = self.log_std.sum() + 0.5 * dim * math.log(2 * math.pi)
+        if deterministic:
+            return mean, np.full(len(mean), -constant, dtype=np.float32)
+        noise = rng.standard_normal(mean.shape)
+        action = mean + np.exp(self.log_std) * noise
+        log_prob = -0.5 * np.einsum("bi,bi->b", noise, noise) - constant
+        return action.astype(np.float32), log_prob.astype(np.float32)
+
+
+class GaussianMLPPolicy(StatelessPolicy):
+    """Samples from a :class:`GaussianMLP` through its numpy snapshot, taken at ``reset``
+    (so weight updates between ``sample`` calls are picked up)."""
+
+    def __init__(self, net: GaussianMLP, deterministic: bool = False):
+        self.net = net
+        self.deterministic = deterministic
+
+    def reset(self, tasks, trials: int, rng: BatchRNG) -> tuple[BatchRNG, NumpyGaussianMLP]:
+        return rng, self.net.snapshot()
+
+    def act(self, obs: torch.Tensor, state: tuple[BatchRNG, NumpyGaussianMLP]
+            ) -> tuple[torch.Tensor, tuple[BatchRNG, NumpyGaussianMLP], dict[str, torch.Tensor]]:
+        rng, frozen = state
+        action, log_prob = frozen.act(obs.numpy(), rng, self.deterministic)
+        return torch.from_numpy(action), state, {"log_prob": torch.from_numpy(log_prob)}
