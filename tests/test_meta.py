@@ -173,3 +173,15 @@ def test_zero_inner_steps_is_the_identity_and_negative_steps_are_rejected():
     assert all(adapted[n] is params[n] for n in params)
     with pytest.raises(ValueError, match="inner steps must be >= 0, got -1"):
         InnerLoop(supervised_loss(model, _mse), steps=-1)
+
+
+def test_inner_loop_benchmark_reports_equal_meta_gradients(capsys):
+    from metarl.cli import main
+
+    assert main(["bench", "inner-loop", "--json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert result["ours_ms"] > 0 and result["max_grad_diff"] < 1e-5
+    for name in ("higher", "torchopt"):
+        assert (result[f"{name}_ms"] is None) == (result[f"speedup_vs_{name}"] is None)
