@@ -29,6 +29,17 @@ class AgentSpec:
 REGISTRY: dict[str, AgentSpec] = {
     "rl2": AgentSpec("rl2", "rl2", "RL2Agent", "RL2Config",
                      "RL2: GRU policy over (obs, prev action, prev reward, done), PPO outer loop"),
+    # few-shot learners (datasets: sinusoid, omniglot, image-folder)
+    "maml": AgentSpec("maml", "fewshot", "MAMLAgent", "MAMLAgentConfig",
+                      "MAML (second order) on the shared functional core", "few-shot"),
+    "fomaml": AgentSpec("fomaml", "fewshot", "MAMLAgent", "FOMAMLAgentConfig",
+                        "first-order MAML", "few-shot"),
+    "meta-sgd": AgentSpec("meta-sgd", "fewshot", "MAMLAgent", "MetaSGDAgentConfig",
+                          "Meta-SGD: MAML with learned per-weight step sizes", "few-shot"),
+    "anil": AgentSpec("anil", "fewshot", "MAMLAgent", "ANILAgentConfig",
+                      "ANIL: MAML adapting only the head", "few-shot"),
+    "reptile": AgentSpec("reptile", "fewshot", "ReptileAgent", "ReptileAgentConfig",
+                         "Reptile: first-order, move toward the adapted weights", "few-shot"),
 }
 
 

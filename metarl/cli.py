@@ -81,6 +81,13 @@ def gather_config_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def agents_kind(name: str) -> str:
+    """``"meta-rl"`` or ``"few-shot"`` for a registered agent."""
+    from metarl import agents
+
+    return agents.get(name).kind
+
+
 def make_sampler(env, kind: str, workers: int, ray_address: str | None):
     from metarl.sampling import LocalSampler
 
@@ -110,7 +117,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             (run_dir / "checkpoints").iterdir()):
         raise UsageError(f"run dir {str(run_dir)!r} already holds checkpoints; "
                          f"use --resume to continue it or choose another --run-dir")
-    sampler = make_sampler(env, args.sampler, args.workers, args.ray_address)
+    few_shot = agents_kind(config.agent) == "few-shot"  # learns from datasets, no sampler
+    sampler = None if few_shot else make_sampler(env, args.sampler, args.workers,
+                                                 args.ray_address)
     trainer = runs.make_trainer(run_dir, config, env, sampler)
     if args.resume:
         start = trainer.resume()
@@ -128,18 +137,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from metarl.sampling import LocalSampler
 
     loaded = runs.load(args.run_dir)
-    if args.num_tasks < 1:
-        raise UsageError(f"--num-tasks must be >= 1, got {args.num_tasks}")
+    few_shot = agents_kind(loaded.config.agent) == "few-shot"
+    num_tasks = args.num_tasks if args.num_tasks is not None else (600 if few_shot else 100)
+    if num_tasks < 1:
+        raise UsageError(f"--num-tasks must be >= 1, got {num_tasks}")
     if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
-    result = evaluate(loaded.agent, loaded.env, LocalSampler(loaded.env), split=args.split,
-                      num_tasks=args.num_tasks, episodes=args.episodes, seed=args.seed)
+    sampler = None if few_shot else LocalSampler(loaded.env)
+    result = evaluate(loaded.agent, loaded.env, sampler, split=args.split, num_tasks=num_tasks,
+                      episodes=args.episodes, seed=args.seed)
     result = {"agent": loaded.config.agent, "env": loaded.config.env,
               "iteration": loaded.iteration, **result}
     if args.json:
         print(json.dumps(result))
+    elif few_shot:
+        metric = result["metric"]
+        print(f"{result['agent']} on {result['env']} ({args.split} split, {num_tasks} tasks, "
+              f"checkpoint iteration {loaded.iteration}): {metric} {result[metric]:.4f} "
+              f"± {result['ci95']:.4f} (95% CI)")
     else:
-        print(f"{result['agent']} on {result['env']} ({args.split} split, {args.num_tasks} tasks,"
+        print(f"{result['agent']} on {result['env']} ({args.split} split, {num_tasks} tasks,"
               f" checkpoint iteration {loaded.iteration})")
         for k, value in enumerate(result["returns_per_episode"]):
             print(f"  episode {k:>3}: {value:10.3f}")
@@ -240,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="adaptation curve of a trained run on held-out tasks")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument("--num-tasks", type=int, default=100)
+    p.add_argument("--num-tasks", type=int, default=None,
+                   help="held-out tasks (default 100; few-shot learners 600)")
     p.add_argument("--episodes", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")

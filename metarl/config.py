@@ -190,6 +190,9 @@ def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: An
             valid = sorted(trainer_types) + sorted(agent_types) + [f"env.{p}" for p in env_params]
             raise ConfigError(f"unknown config key {key!r} for agent {values['agent']!r}; "
                               f"valid keys: {', '.join(valid)}")
+    dataset_defaults = getattr(agent_config_cls, "dataset_defaults", None)
+    if dataset_defaults:  # few-shot learners: the paper's settings for this dataset
+        agent = {**dataset_defaults(values["env"]), **agent}
     try:
         agent_config = agent_config_cls(**agent)
         validate = getattr(agent_config, "validate", None)

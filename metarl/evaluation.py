@@ -26,7 +26,10 @@ def evaluate(agent: Agent, env: MetaEnv, sampler: Sampler, *, split: str = "test
 
     Returns ``returns_per_episode`` (mean over tasks and trials of the return of episode
     ``k``), ``mean_return`` (mean episode return), ``trial_return`` (mean total return of a
-    trial) with its standard error over tasks, and sample counts."""
+    trial) with its standard error over tasks, and sample counts. Few-shot agents (which
+    have their own ``evaluate``) report accuracy or MSE instead (no sampler needed)."""
+    if hasattr(agent, "evaluate"):  # a few-shot learner: accuracy or MSE over held-out tasks
+        return agent.evaluate(split=split, num_tasks=num_tasks, seed=seed)
     episodes = episodes or default_episodes(agent)
     tasks = env.split_tasks(split, num_tasks, seed=seed)
     rollouts = sampler.sample(agent.policy(deterministic), tasks, trials=trials,
@@ -45,3 +48,11 @@ def evaluate(agent: Agent, env: MetaEnv, sampler: Sampler, *, split: str = "test
         if num_tasks > 1 else 0.0,
         "env_steps": rollouts.num_steps,
     }
+
+
+def eval_summary(result: dict[str, Any]) -> dict[str, float]:
+    """The headline figures of an evaluation, prefixed ``eval_`` for progress logs."""
+    if "metric" in result:  # few-shot
+        metric = result["metric"]
+        return {f"eval_{metric}": result[metric], f"eval_{metric}_ci95": result["ci95"]}
+    return {"eval_trial_return": result["trial_return"], "eval_mean_return": result["mean_return"]}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,10 @@ from metarl.training import Trainer, latest_checkpoint
 
 
 def build_run_config(values: dict[str, Any]) -> tuple[RunConfig, MetaEnv]:
-    """Validate flat config values; returns the config and the constructed env."""
+    """Validate flat config values; returns the config and the constructed env (for a
+    few-shot learner: the :class:`~metarl.fewshot.agent.FewShotProblem`)."""
+    if agents.get(values["agent"]).kind == "few-shot":
+        return _build_few_shot_config(values)
     spec = envs.REGISTRY.get(values["env"])
     if spec is None:
         envs.make(values["env"])  # raises UnknownEnvError with the valid names
@@ -32,6 +36,29 @@ def build_run_config(values: dict[str, Any]) -> tuple[RunConfig, MetaEnv]:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"env {config.env!r}: {exc}") from None
     return config, env
+
+
+def _build_few_shot_config(values: dict[str, Any]) -> tuple[RunConfig, Any]:
+    from metarl.fewshot import DATASETS
+    from metarl.fewshot.agent import FewShotProblem, dataset_parameters
+
+    if values["env"] not in DATASETS:
+        raise ConfigError(f"unknown dataset {values['env']!r} for few-shot agent "
+                          f"{values['agent']!r}; valid datasets: {', '.join(DATASETS)}")
+    _, config_cls = agents.get(values["agent"]).load()
+
+    def dataset_signature(**kwargs):  # the dataset's arguments, for checking env. keys
+        return kwargs
+
+    dataset_signature.__signature__ = inspect.Signature(
+        list(dataset_parameters(values["env"]).values()))
+    config = build_config(values, config_cls, dataset_signature)
+    problem = FewShotProblem(config.env, dict(config.env_kwargs))
+    try:
+        problem.source("train", config.agent_config)  # fails early on missing data
+    except (FileNotFoundError, TypeError, ValueError) as exc:
+        raise ConfigError(f"dataset {config.env!r}: {str(exc).splitlines()[0]}") from None
+    return config, problem
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -58,13 +85,13 @@ def resume_values(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def final_evaluation(trainer: Trainer) -> dict[str, Any]:
-    from metarl.evaluation import evaluate
+    from metarl.evaluation import eval_summary, evaluate
 
     cfg = trainer.config.trainer
     result = evaluate(trainer.agent, trainer.env, trainer.eval_sampler, num_tasks=cfg.eval_tasks,
                       seed=cfg.seed)
     atomic_write_text(trainer.run_dir / "eval.json", json.dumps(result, indent=2))
-    return {"eval_trial_return": result["trial_return"], "eval_mean_return": result["mean_return"]}
+    return eval_summary(result)
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 
 from metarl.config import RunConfig, dump_yaml
 from metarl.envs_api import MetaEnv
-from metarl.evaluation import evaluate
+from metarl.evaluation import eval_summary, evaluate
 from metarl.io import atomic_write_text, load_checkpoint, save_checkpoint
 from metarl.policy import Agent
 from metarl.sampling import Sampler
@@ -142,7 +142,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
-                                 if k in ("trial_return", "mean_return", "loss")})
+                                 if k in ("trial_return", "mean_return", "loss", "accuracy")})
         if bar is not None:
             bar.close()
         if writer:
@@ -155,8 +155,7 @@ class Trainer:
         cfg = self.config.trainer
         result = evaluate(self.agent, self.env, self.eval_sampler, num_tasks=cfg.eval_tasks,
                           seed=cfg.seed)
-        return {"eval_trial_return": result["trial_return"],
-                "eval_mean_return": result["mean_return"]}
+        return eval_summary(result)
 
     def _env_steps_so_far(self) -> int:
         path = self.log.path

@@ -1,8 +1,12 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# The tests' models are tiny: one intra-op thread is faster, and several threads slow to a
+# crawl when other processes (a second test worker, a training job) hold the cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -185,8 +185,8 @@ class EpisodeSampler:
             query, query_y = (np.take_along_axis(a, perm, 1) for a in (query, query_y))
         images = self.dataset.images
         return FewShotBatch(
-            torch.from_numpy(images[support]), torch.from_numpy(np.ascontiguousarray(support_y)),
-            torch.from_numpy(images[query]), torch.from_numpy(np.ascontiguousarray(query_y)),
+            torch.from_numpy(images[support]), torch.from_numpy(np.array(support_y)),
+            torch.from_numpy(images[query]), torch.from_numpy(np.array(query_y)),
             {"classes": self.classes[pick], "support_index": support, "query_index": query})
 
 

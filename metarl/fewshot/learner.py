@@ -64,7 +64,7 @@ class FewShotLearner(nn.Module):
 
     def metrics(self, predictions: torch.Tensor, targets: torch.Tensor,
                 losses: torch.Tensor) -> dict[str, float]:
-        out = {"loss": float(losses.mean())}
+        out = {"loss": float(losses.detach().mean())}
         if self.classification:
             out["accuracy"] = float((predictions.argmax(-1) == targets).float().mean())
         return out

@@ -1,0 +1,204 @@
+"""Gradient-based few-shot learners on :mod:`metarl.meta`: MAML (second and first order),
+Meta-SGD, ANIL and Reptile.
+
+* MAML (Finn et al. 2017): adapt all weights by ``inner_steps`` SGD steps on the support
+  set, meta-train the initial weights on the query loss after adaptation (``first_order``:
+  FOMAML).
+* Meta-SGD (Li et al. 2017): MAML with a learned step size per weight.
+* ANIL (Raghu et al. 2020): MAML adapting only the final layer (``head``).
+* Reptile (Nichol et al. 2018): SGD on each task's data, then move the initial weights
+  toward the mean adapted weights.
+
+The network is :class:`~metarl.fewshot.models.Conv4` (images, ``head`` = the classifier over
+``ways`` labels) or :class:`~metarl.fewshot.models.RegressionMLP` (vectors). Every meta-batch
+is one vmapped computation over its tasks; at evaluation the learners adapt with
+``eval_inner_steps`` steps (MAML's test-time protocol: more steps than in training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from metarl.fewshot.data import FewShotBatch
+from metarl.fewshot.learner import FewShotLearner
+from metarl.fewshot.models import Conv4, RegressionMLP
+from metarl.meta import (
+    InnerLoop,
+    Params,
+    StepSizes,
+    adapt_batch,
+    parameters_of,
+    reptile_gradients,
+    set_gradients,
+)
+
+
+@dataclass
+class FewShotConfig:
+    """What every few-shot learner is configured with (``--set ways=20 shots=1``)."""
+
+    ways: int = 5  # classification only
+    shots: int = 1
+    queries: int = 15
+    meta_batch: int = 32
+    lr: float = 1e-3  # Adam's outer learning rate
+    hidden: int = 64  # conv filters (images) or MLP width (vectors)
+
+    def validate(self) -> None:
+        for name in ("ways", "shots", "queries", "meta_batch", "hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+#: dataset -> field defaults that differ from the dataclass's (the papers' settings)
+SINUSOID = {"shots": 10, "queries": 10, "meta_batch": 25, "hidden": 40}
+
+
+@dataclass
+class MAMLConfig(FewShotConfig):
+    """MAML's settings; the defaults are its Omniglot 5-way ones (sinusoid: see
+    :data:`MAML_SINUSOID`). Omniglot 20-way used 5 inner steps with lr 0.1, meta-batch 16."""
+
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+    eval_inner_steps: int = 3
+    first_order: bool = False
+    meta_sgd: bool = False  # learn a step size per weight (Meta-SGD), initialised to inner_lr
+    anil: bool = False  # adapt only the head (ANIL)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.inner_steps < 1 or self.eval_inner_steps < 1:
+            raise ValueError(f"inner_steps and eval_inner_steps must be >= 1, got "
+                             f"{self.inner_steps}, {self.eval_inner_steps}")
+
+
+#: MAML's sinusoid setup: K = 10, meta-batch 25, α = 0.01, 1 step (10 at test), Adam 1e-3
+MAML_SINUSOID = {**SINUSOID, "inner_lr": 0.01, "eval_inner_steps": 10}
+
+
+class GradientLearner(FewShotLearner):
+    """MAML / FOMAML / Meta-SGD / ANIL (see the module docstring)."""
+
+    def __init__(self, task_kind: str, input_shape: tuple[int, ...], ways: int | None,
+                 config: MAMLConfig):
+        super().__init__(task_kind)
+        self.config = config
+        self.model = make_network(task_kind, input_shape, ways, config.hidden)
+        params = parameters_of(self.model)
+        self.adapt_names = ([n for n in params if n.startswith("head.")] if config.anil
+                            else None)
+        adapted = {n: p for n, p in params.items()
+                   if self.adapt_names is None or n in self.adapt_names}
+        self.step_sizes = StepSizes(adapted, config.inner_lr) if config.meta_sgd else None
+
+    def inner_loop(self, steps: int | None = None) -> InnerLoop:
+        """The inner loop with ``steps`` (default: training's or evaluation's count)."""
+        if steps is None:
+            steps = self.config.inner_steps if self.training else self.config.eval_inner_steps
+        return InnerLoop(self.support_loss, steps=steps, lr=self.config.inner_lr,
+                         first_order=self.config.first_order, adapt=self.adapt_names)
+
+    def support_loss(self, params: Params, data: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = data
+        out = functional_call(self.model, params, (x,))
+        if self.classification:
+            return nn.functional.cross_entropy(out, y)
+        return (out - y).square().mean()
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                steps: int | None = None) -> Tensor:
+        inner = self.inner_loop(steps)
+        params = parameters_of(self.model)
+        rates = None if self.step_sizes is None else self.step_sizes.as_dict()
+
+        def one_task(sx: Tensor, sy: Tensor, qx: Tensor) -> Tensor:
+            return functional_call(self.model, inner(params, (sx, sy), rates), (qx,))
+
+        with torch.enable_grad():  # adaptation needs gradients, also at evaluation
+            out = vmap(one_task, randomness="same")(support_x, support_y, query_x)
+        return out if torch.is_grad_enabled() else out.detach()
+
+    @classmethod
+    def from_config(cls, config: MAMLConfig, task_kind: str, input_shape: tuple[int, ...],
+                    ways: int | None) -> GradientLearner:
+        return cls(task_kind, input_shape, ways, config)
+
+
+@dataclass
+class ReptileConfig(FewShotConfig):
+    """Reptile's settings (Nichol et al. 2018). The paper's inner optimiser on Omniglot is
+    Adam (β1 = 0) with an annealed outer step; here the inner loop is plain SGD and the outer
+    step a constant ε (see the presets for the values used).
+
+    ``inner_steps`` SGD steps with ``inner_lr`` on each task's support and query examples,
+    then an SGD outer step of size ``lr`` (ε) toward the mean adapted weights; evaluation
+    adapts on the support set with ``eval_inner_steps`` steps."""
+
+    lr: float = 0.1
+    inner_lr: float = 0.02
+    inner_steps: int = 10
+    eval_inner_steps: int = 50
+
+    def validate(self) -> None:
+        super().validate()
+        if self.inner_steps < 1 or self.eval_inner_steps < 1:
+            raise ValueError(f"inner_steps and eval_inner_steps must be >= 1, got "
+                             f"{self.inner_steps}, {self.eval_inner_steps}")
+
+
+#: Reptile's sinusoid setup: 32 inner SGD steps of 0.02 on the K points, ε = 0.1 (paper A.1)
+REPTILE_SINUSOID = {**SINUSOID, "inner_steps": 32, "eval_inner_steps": 32}
+
+
+class Reptile(GradientLearner):
+    """Reptile: first-order adaptation, outer step ``θ += ε (mean φ − θ)``."""
+
+    def __init__(self, task_kind: str, input_shape: tuple[int, ...], ways: int | None,
+                 config: ReptileConfig):
+        as_maml = MAMLConfig(**{**vars(config), "first_order": True})
+        super().__init__(task_kind, input_shape, ways, as_maml)
+        self.reptile_config = config
+
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=lr)
+
+    def train_step(self, batch: FewShotBatch, optimizer: torch.optim.Optimizer
+                   ) -> dict[str, float]:
+        params = parameters_of(self.model)
+        start = {n: p.detach() for n, p in params.items()}  # no graph: Reptile is first order
+        task_data = (torch.cat([batch.support_x, batch.query_x], 1),
+                     torch.cat([batch.support_y, batch.query_y], 1))
+        inner = InnerLoop(self.support_loss, steps=self.config.inner_steps,
+                          lr=self.config.inner_lr, first_order=True)
+        adapted = adapt_batch(inner, start, task_data)
+        optimizer.zero_grad(set_to_none=True)
+        set_gradients(params, reptile_gradients(params, adapted))
+        optimizer.step()
+        with torch.no_grad():
+            predictions = vmap(lambda p, x: functional_call(self.model, p, (x,)))(
+                adapted, batch.query_x)
+            losses = self.task_loss(predictions, batch.query_y)
+        return self.metrics(predictions, batch.query_y, losses)
+
+    @classmethod
+    def from_config(cls, config: ReptileConfig, task_kind: str, input_shape: tuple[int, ...],
+                    ways: int | None) -> Reptile:
+        return cls(task_kind, input_shape, ways, config)
+
+
+def make_network(task_kind: str, input_shape: tuple[int, ...], ways: int | None,
+                 hidden: int) -> nn.Module:
+    """Conv4 for images ``(C, H, W)``, a two-hidden-layer ReLU MLP for vectors."""
+    out = ways if task_kind == "classification" else 1
+    if out is None:
+        raise ValueError("classification needs the number of ways")
+    if len(input_shape) == 3:
+        return Conv4(input_shape[0], out, hidden=hidden, image_size=input_shape[-1])
+    return RegressionMLP(input_shape[-1], out, hidden=(hidden, hidden))
