@@ -40,6 +40,14 @@ REGISTRY: dict[str, AgentSpec] = {
                       "ANIL: MAML adapting only the head", "few-shot"),
     "reptile": AgentSpec("reptile", "fewshot", "ReptileAgent", "ReptileAgentConfig",
                          "Reptile: first-order, move toward the adapted weights", "few-shot"),
+    "protonet": AgentSpec("protonet", "fewshot", "ProtoNetAgent", "ProtoNetAgentConfig",
+                          "Prototypical Networks (classification)", "few-shot"),
+    "matchingnet": AgentSpec("matchingnet", "fewshot", "MatchingNetAgent",
+                             "MatchingNetAgentConfig",
+                             "Matching Networks, optional full context embeddings", "few-shot"),
+    "cnp": AgentSpec("cnp", "fewshot", "CNPAgent", "CNPAgentConfig",
+                     "conditional neural process (black-box; regression and classification)",
+                     "few-shot"),
 }
 
 

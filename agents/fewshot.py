@@ -11,14 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from metarl.fewshot.agent import FewShotAgent
+from metarl.fewshot.blackbox import CNP, CNPConfig
 from metarl.fewshot.maml import (
     MAML_SINUSOID,
     REPTILE_SINUSOID,
+    SINUSOID,
+    FewShotConfig,
     GradientLearner,
     MAMLConfig,
     Reptile,
     ReptileConfig,
 )
+from metarl.fewshot.metric import MatchingNet, MatchingNetConfig, ProtoNet, ProtoNetConfig
 
 
 def _for(dataset: str, sinusoid: dict[str, Any], **always: Any) -> dict[str, Any]:
@@ -72,8 +76,39 @@ class ReptileAgentConfig(ReptileConfig):
 
 
 class MAMLAgent(FewShotAgent):
-    build_learner = staticmethod(GradientLearner.from_config)
+    learner_class = GradientLearner
 
 
 class ReptileAgent(FewShotAgent):
-    build_learner = staticmethod(Reptile.from_config)
+    learner_class = Reptile
+
+
+# The metric and black-box learners' own configs come first, so their defaults (e.g. the
+# CNP's width 128) win over FewShotConfig's shared fields.
+@dataclass
+class ProtoNetAgentConfig(ProtoNetConfig, FewShotConfig):
+    pass
+
+
+@dataclass
+class MatchingNetAgentConfig(MatchingNetConfig, FewShotConfig):
+    pass
+
+
+@dataclass
+class CNPAgentConfig(CNPConfig, FewShotConfig):
+    @staticmethod
+    def dataset_defaults(dataset: str) -> dict[str, Any]:
+        return {k: v for k, v in _for(dataset, SINUSOID).items() if k != "hidden"}
+
+
+class ProtoNetAgent(FewShotAgent):
+    learner_class = ProtoNet
+
+
+class MatchingNetAgent(FewShotAgent):
+    learner_class = MatchingNet
+
+
+class CNPAgent(FewShotAgent):
+    learner_class = CNP

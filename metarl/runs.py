@@ -39,13 +39,20 @@ def build_run_config(values: dict[str, Any]) -> tuple[RunConfig, MetaEnv]:
 
 
 def _build_few_shot_config(values: dict[str, Any]) -> tuple[RunConfig, Any]:
-    from metarl.fewshot import DATASETS
+    from metarl.fewshot import DATASETS, is_classification
     from metarl.fewshot.agent import FewShotProblem, dataset_parameters
 
     if values["env"] not in DATASETS:
         raise ConfigError(f"unknown dataset {values['env']!r} for few-shot agent "
                           f"{values['agent']!r}; valid datasets: {', '.join(DATASETS)}")
-    _, config_cls = agents.get(values["agent"]).load()
+    agent_cls, config_cls = agents.get(values["agent"]).load()
+    kind = "classification" if is_classification(values["env"]) else "regression"
+    if kind not in agent_cls.learner_class.supports:
+        raise ConfigError(f"agent {values['agent']!r} does not learn {kind} datasets such as "
+                          f"{values['env']!r}; valid datasets: " + ", ".join(
+                              d for d in DATASETS if ("classification" if is_classification(d)
+                                                      else "regression")
+                              in agent_cls.learner_class.supports))
 
     def dataset_signature(**kwargs):  # the dataset's arguments, for checking env. keys
         return kwargs

@@ -25,7 +25,7 @@ def _sinusoid_batch(batch=4, shots=10, seed=0):
 
 
 @pytest.mark.parametrize("variant", [{}, {"first_order": True}, {"meta_sgd": True},
-                                     {"anil": True}])
+                                     {"anil": True}, {"vmap_tasks": False}])
 def test_batched_prediction_equals_per_task_prediction(variant):
     torch.manual_seed(0)
     learner = GradientLearner("regression", (1,), None,
@@ -38,9 +38,11 @@ def test_batched_prediction_equals_per_task_prediction(variant):
         torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-5, atol=1e-6)
 
 
-def test_image_classifier_adapts_each_task_with_its_own_batch_statistics():
+@pytest.mark.parametrize("vmap_tasks", [True, False])
+def test_image_classifier_adapts_each_task_with_its_own_batch_statistics(vmap_tasks):
     torch.manual_seed(0)
-    learner = GradientLearner("classification", (1, 28, 28), 3, MAMLConfig(hidden=8))
+    learner = GradientLearner("classification", (1, 28, 28), 3,
+                              MAMLConfig(hidden=8, vmap_tasks=vmap_tasks))
     support_x, query_x = torch.rand(2, 6, 1, 28, 28), torch.rand(2, 3, 1, 28, 28)
     support_y = torch.tensor([[0, 0, 1, 1, 2, 2]] * 2)
     together = learner.predict(support_x, support_y, query_x)
@@ -96,7 +98,7 @@ def test_reptile_learns_sinusoids():
 
 
 # ------------------------------------------------------------------------ CLI contract
-@pytest.mark.parametrize("agent", ["maml", "fomaml", "meta-sgd", "anil", "reptile"])
+@pytest.mark.parametrize("agent", ["maml", "fomaml", "meta-sgd", "anil", "reptile", "cnp"])
 def test_sinusoid_smoke_run_and_eval(agent, tmp_path, capsys):
     run = tmp_path / agent
     assert main(["train", agent, "sinusoid", "--iterations", "2", "--run-dir", str(run),
@@ -140,7 +142,24 @@ def test_image_classification_smoke_run_resumes_exactly(tmp_path, capsys, monkey
     assert result["metric"] == "accuracy" and 0 <= result["accuracy"] <= 1
 
 
+@pytest.mark.parametrize("agent", ["fomaml", "meta-sgd", "anil", "reptile", "protonet",
+                                   "matchingnet", "cnp"])
+def test_image_classification_smoke_runs(agent, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("METARL_CACHE_DIR", str(tmp_path / "cache"))
+    root = _image_folder(tmp_path / "images")
+    run = tmp_path / agent
+    assert main(["train", agent, "image-folder", "--iterations", "2", "--run-dir", str(run),
+                 "--set", f"env.root={root}", "env.image_size=16",
+                 "env.fractions=[0.5,0.25,0.25]", "ways=2", "shots=1", "queries=2",
+                 "meta_batch=2", "hidden=4", "eval_tasks=6"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= summary["eval_accuracy"] <= 1
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
+    (["train", "protonet", "sinusoid"], "agent 'protonet' does not learn regression datasets "
+                                        "such as 'sinusoid'; valid datasets: omniglot, "
+                                        "image-folder"),
     (["train", "maml", "bandit"], "unknown dataset 'bandit' for few-shot agent 'maml'; valid "
                                   "datasets: sinusoid, omniglot, image-folder"),
     (["train", "maml", "omniglot", "--set", "env.data_dir=/nonexistent"], "dataset 'omniglot':"),
@@ -156,6 +175,7 @@ def test_bad_few_shot_input_is_one_line_exit_2(argv, needle, capsys):
 def test_agents_list_shows_few_shot_learners(capsys):
     assert main(["list", "agents"]) == 0
     out = capsys.readouterr().out
-    for name in ("maml", "fomaml", "meta-sgd", "anil", "reptile"):
+    for name in ("maml", "fomaml", "meta-sgd", "anil", "reptile", "protonet", "matchingnet",
+                 "cnp"):
         assert f"{name}" in out
     assert "[few-shot]" in out

@@ -10,7 +10,6 @@ reports accuracy or MSE with a 95% confidence interval over held-out tasks.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,15 +54,15 @@ class FewShotProblem:
 class FewShotAgent:
     """Trains a few-shot learner one meta-batch per iteration (the Agent protocol)."""
 
-    #: builds the learner: ``(config, task_kind, input_shape, ways) -> FewShotLearner``
-    build_learner: Callable[..., FewShotLearner]
+    #: the learner class, built by ``learner.from_config(config, task_kind, input_shape, ways)``
+    learner_class: type[FewShotLearner]
 
     def __init__(self, problem: FewShotProblem, config: Any, device: str = "cpu"):
         self.problem, self.config, self.device = problem, config, torch.device(device)
         self.train_source = problem.source("train", config)
         kind = "classification" if problem.classification else "regression"
         probe = self.train_source.sample(1, np.random.default_rng(0))
-        self.learner = type(self).build_learner(
+        self.learner = self.learner_class.from_config(
             config, kind, tuple(probe.support_x.shape[2:]),
             config.ways if problem.classification else None).to(self.device)
         self.optimizer = self.learner.make_optimizer(config.lr)

@@ -71,6 +71,10 @@ class MAMLConfig(FewShotConfig):
     first_order: bool = False
     meta_sgd: bool = False  # learn a step size per weight (Meta-SGD), initialised to inner_lr
     anil: bool = False  # adapt only the head (ANIL)
+    # vmap the meta-batch (True) or loop over its tasks (False); None: vmap for MLPs, loop for
+    # conv nets, whose per-task weights vmap turns into grouped convolutions that are slower
+    # on CPU (Omniglot 5-way, 8 tasks, 32 filters: 1.49 s vmapped vs 0.92 s looped a step)
+    vmap_tasks: bool | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -97,6 +101,8 @@ class GradientLearner(FewShotLearner):
         adapted = {n: p for n, p in params.items()
                    if self.adapt_names is None or n in self.adapt_names}
         self.step_sizes = StepSizes(adapted, config.inner_lr) if config.meta_sgd else None
+        self.vmap_tasks = (len(input_shape) == 1 if config.vmap_tasks is None
+                           else config.vmap_tasks)
 
     def inner_loop(self, steps: int | None = None) -> InnerLoop:
         """The inner loop with ``steps`` (default: training's or evaluation's count)."""
@@ -122,7 +128,11 @@ class GradientLearner(FewShotLearner):
             return functional_call(self.model, inner(params, (sx, sy), rates), (qx,))
 
         with torch.enable_grad():  # adaptation needs gradients, also at evaluation
-            out = vmap(one_task, randomness="same")(support_x, support_y, query_x)
+            if self.vmap_tasks:
+                out = vmap(one_task, randomness="same")(support_x, support_y, query_x)
+            else:
+                out = torch.stack([one_task(*task) for task in zip(support_x, support_y, query_x,
+                                                                   strict=True)])
         return out if torch.is_grad_enabled() else out.detach()
 
     @classmethod
@@ -177,13 +187,14 @@ class Reptile(GradientLearner):
                      torch.cat([batch.support_y, batch.query_y], 1))
         inner = InnerLoop(self.support_loss, steps=self.config.inner_steps,
                           lr=self.config.inner_lr, first_order=True)
-        adapted = adapt_batch(inner, start, task_data)
+        adapted = adapt_batch(inner, start, task_data, batched=self.vmap_tasks)
         optimizer.zero_grad(set_to_none=True)
         set_gradients(params, reptile_gradients(params, adapted))
         optimizer.step()
         with torch.no_grad():
-            predictions = vmap(lambda p, x: functional_call(self.model, p, (x,)))(
-                adapted, batch.query_x)
+            predictions = torch.stack([
+                functional_call(self.model, {n: p[i] for n, p in adapted.items()}, (x,))
+                for i, x in enumerate(batch.query_x)])
             losses = self.task_loss(predictions, batch.query_y)
         return self.metrics(predictions, batch.query_y, losses)
 
