@@ -5,8 +5,8 @@ tasks (95% confidence intervals) and writes the results as JSON lines and a Mark
 
     python experiments/fewshot.py sinusoid --learners maml fomaml meta-sgd anil reptile cnp \\
         --shots 5 10 20 --iterations 30000 --eval-steps 1 10
-    python experiments/fewshot.py omniglot --learners protonet maml --ways 5 20 --shots 1 5 \\
-        --iterations 2000
+    python experiments/fewshot.py omniglot --learners protonet --ways 5 20 --shots 1 \\
+        --eval-shots 1 5 --iterations 800 --set queries=5 hidden=32 meta_batch=8
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ def train(learner: str, dataset: str, run_dir: Path, iterations: int, sets: list
         return sum(float(row["time_s"]) for row in csv.DictReader(handle))
 
 
-def evaluate(run_dir: Path, steps: int | None, num_tasks: int) -> dict:
+def evaluate(run_dir: Path, steps: int | None, num_tasks: int, shots: int | None) -> dict:
     run = metarl.load(run_dir)
     config = getattr(run.agent.learner, "config", None)
     if steps is not None and hasattr(config, "eval_inner_steps"):
         config.eval_inner_steps = steps
-    result = run.agent.evaluate("test", num_tasks=num_tasks, seed=run.config.trainer.seed)
+    result = run.agent.evaluate("test", num_tasks=num_tasks, seed=run.config.trainer.seed,
+                                shots=shots)
     return {**result, "eval_inner_steps": getattr(config, "eval_inner_steps", None)}
 
 
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--eval-steps", nargs="+", type=int, default=[None],
                         help="inner steps at evaluation (gradient-based learners)")
     parser.add_argument("--num-tasks", type=int, default=600)
+    parser.add_argument("--eval-shots", nargs="+", type=int, default=[None],
+                        help="support shots at evaluation (default: as trained)")
     parser.add_argument("--runs", default="runs/fewshot")
     parser.add_argument("--out", default=None, help="JSON lines file (default: stdout)")
     parser.add_argument("--set", nargs="*", default=[], help="extra key=value for training")
@@ -68,11 +71,12 @@ def main() -> None:
                 steps_list = args.eval_steps if learner not in ("protonet", "matchingnet",
                                                                 "cnp") else [None]
                 for steps in steps_list:
-                    result = evaluate(run_dir, steps, args.num_tasks)
-                    row = {"learner": learner, "dataset": args.dataset, "ways": ways,
-                           "shots": shots, "iterations": args.iterations,
-                           "train_seconds": round(seconds, 1), **result}
-                    print(json.dumps(row), file=out, flush=True)
+                    for eval_shots in args.eval_shots:
+                        result = evaluate(run_dir, steps, args.num_tasks, eval_shots)
+                        row = {"learner": learner, "dataset": args.dataset, "ways": ways,
+                               "train_shots": shots, "iterations": args.iterations,
+                               "train_seconds": round(seconds, 1), **result}
+                        print(json.dumps(row), file=out, flush=True)
 
 
 if __name__ == "__main__":

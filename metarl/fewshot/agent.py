@@ -10,7 +10,7 @@ reports accuracy or MSE with a 95% confidence interval over held-out tasks.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -66,19 +66,23 @@ class FewShotAgent:
             config, kind, tuple(probe.support_x.shape[2:]),
             config.ways if problem.classification else None).to(self.device)
         self.optimizer = self.learner.make_optimizer(config.lr)
-        self._sources: dict[str, TaskSource] = {"train": self.train_source}
+        self._sources: dict[str, TaskSource] = {f"train/{config.shots}": self.train_source}
 
     def train_iteration(self, sampler: Any, rng: np.random.Generator) -> dict[str, float]:
         self.learner.train()
         batch = self.train_source.sample(self.config.meta_batch, rng).to(self.device)
         return self.learner.train_step(batch, self.optimizer)
 
-    def evaluate(self, split: str = "test", num_tasks: int = 600, seed: int = 0
-                 ) -> dict[str, Any]:
+    def evaluate(self, split: str = "test", num_tasks: int = 600, seed: int = 0,
+                 shots: int | None = None) -> dict[str, Any]:
         """Accuracy (classification) or MSE (regression) over ``num_tasks`` tasks of
-        ``split``, mean and 95% confidence half-width (1.96 standard errors)."""
-        source = self._sources.get(split) or self._sources.setdefault(
-            split, self.problem.source(split, self.config))
+        ``split``, mean and 95% confidence half-width (1.96 standard errors); ``shots``
+        overrides the trained number of support examples per class."""
+        config = self.config if shots is None else replace(self.config, shots=shots)
+        key = f"{split}/{config.shots}"
+        if key not in self._sources:
+            self._sources[key] = self.problem.source(split, config)
+        source = self._sources[key]
         rng = np.random.default_rng([seed + EVAL_SEED_OFFSET])
         self.learner.eval()
         scores = []
@@ -93,7 +97,7 @@ class FewShotAgent:
         return {"split": split, "num_tasks": num_tasks, "metric": metric,
                 metric: float(values.mean()), "ci95": float(half_width),
                 "ways": self.config.ways if self.problem.classification else None,
-                "shots": self.config.shots, "queries": self.config.queries}
+                "shots": config.shots, "queries": config.queries}
 
     def _scores(self, batch: FewShotBatch) -> np.ndarray:
         """Per-task accuracy or MSE on the queries."""
