@@ -8,7 +8,7 @@ class adds the papers' per-dataset defaults (:meth:`dataset_defaults`, applied b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from metarl.fewshot.agent import FewShotAgent
 from metarl.fewshot.blackbox import CNP, CNPConfig
@@ -25,54 +25,48 @@ from metarl.fewshot.maml import (
 from metarl.fewshot.metric import MatchingNet, MatchingNetConfig, ProtoNet, ProtoNetConfig
 
 
-def _for(dataset: str, sinusoid: dict[str, Any], **always: Any) -> dict[str, Any]:
-    return {**(sinusoid if dataset == "sinusoid" else {}), **always}
+class _DatasetDefaults:
+    """``dataset_defaults(dataset)``: the :attr:`SINUSOID` settings on sinusoid regression
+    (the dataclass defaults are the papers' Omniglot settings)."""
+
+    SINUSOID: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def dataset_defaults(cls, dataset: str) -> dict[str, Any]:
+        return dict(cls.SINUSOID) if dataset == "sinusoid" else {}
 
 
 @dataclass
-class MAMLAgentConfig(MAMLConfig):
-    @staticmethod
-    def dataset_defaults(dataset: str) -> dict[str, Any]:
-        return _for(dataset, MAML_SINUSOID)
+class MAMLAgentConfig(_DatasetDefaults, MAMLConfig):
+    SINUSOID: ClassVar[dict[str, Any]] = MAML_SINUSOID
 
 
 @dataclass
-class FOMAMLAgentConfig(MAMLConfig):
+class FOMAMLAgentConfig(_DatasetDefaults, MAMLConfig):
+    SINUSOID: ClassVar[dict[str, Any]] = MAML_SINUSOID
     first_order: bool = True
 
-    @staticmethod
-    def dataset_defaults(dataset: str) -> dict[str, Any]:
-        return _for(dataset, MAML_SINUSOID)
-
 
 @dataclass
-class MetaSGDAgentConfig(MAMLConfig):
+class MetaSGDAgentConfig(_DatasetDefaults, MAMLConfig):
     """Meta-SGD (Li et al. 2017): step sizes learned per weight, one inner step."""
 
+    SINUSOID: ClassVar[dict[str, Any]] = {**MAML_SINUSOID, "eval_inner_steps": 1}
     meta_sgd: bool = True
     eval_inner_steps: int = 1  # the learned step sizes are fitted to one step (paper: 1)
 
-    @staticmethod
-    def dataset_defaults(dataset: str) -> dict[str, Any]:
-        return _for(dataset, {**MAML_SINUSOID, "eval_inner_steps": 1})
-
 
 @dataclass
-class ANILAgentConfig(MAMLConfig):
+class ANILAgentConfig(_DatasetDefaults, MAMLConfig):
     """ANIL (Raghu et al. 2020): MAML adapting the head only."""
 
+    SINUSOID: ClassVar[dict[str, Any]] = MAML_SINUSOID
     anil: bool = True
-
-    @staticmethod
-    def dataset_defaults(dataset: str) -> dict[str, Any]:
-        return _for(dataset, MAML_SINUSOID)
 
 
 @dataclass
-class ReptileAgentConfig(ReptileConfig):
-    @staticmethod
-    def dataset_defaults(dataset: str) -> dict[str, Any]:
-        return _for(dataset, REPTILE_SINUSOID)
+class ReptileAgentConfig(_DatasetDefaults, ReptileConfig):
+    SINUSOID: ClassVar[dict[str, Any]] = REPTILE_SINUSOID
 
 
 class MAMLAgent(FewShotAgent):
@@ -96,10 +90,8 @@ class MatchingNetAgentConfig(MatchingNetConfig, FewShotConfig):
 
 
 @dataclass
-class CNPAgentConfig(CNPConfig, FewShotConfig):
-    @staticmethod
-    def dataset_defaults(dataset: str) -> dict[str, Any]:
-        return {k: v for k, v in _for(dataset, SINUSOID).items() if k != "hidden"}
+class CNPAgentConfig(_DatasetDefaults, CNPConfig, FewShotConfig):
+    SINUSOID: ClassVar[dict[str, Any]] = {k: v for k, v in SINUSOID.items() if k != "hidden"}
 
 
 class ProtoNetAgent(FewShotAgent):

@@ -56,6 +56,12 @@ class FewShotConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
 
+def _check_inner_steps(train: int, evaluation: int) -> None:
+    if train < 1 or evaluation < 1:
+        raise ValueError(f"inner_steps and eval_inner_steps must be >= 1, got {train}, "
+                         f"{evaluation}")
+
+
 #: dataset -> field defaults that differ from the dataclass's (the papers' settings)
 SINUSOID = {"shots": 10, "queries": 10, "meta_batch": 25, "hidden": 40}
 
@@ -78,9 +84,7 @@ class MAMLConfig(FewShotConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.inner_steps < 1 or self.eval_inner_steps < 1:
-            raise ValueError(f"inner_steps and eval_inner_steps must be >= 1, got "
-                             f"{self.inner_steps}, {self.eval_inner_steps}")
+        _check_inner_steps(self.inner_steps, self.eval_inner_steps)
 
 
 #: MAML's sinusoid setup: K = 10, meta-batch 25, α = 0.01, 1 step (10 at test), Adam 1e-3
@@ -158,9 +162,7 @@ class ReptileConfig(FewShotConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.inner_steps < 1 or self.eval_inner_steps < 1:
-            raise ValueError(f"inner_steps and eval_inner_steps must be >= 1, got "
-                             f"{self.inner_steps}, {self.eval_inner_steps}")
+        _check_inner_steps(self.inner_steps, self.eval_inner_steps)
 
 
 #: Reptile's sinusoid setup: 32 inner SGD steps of 0.02 on the K points, ε = 0.1 (paper A.1)
