@@ -29,6 +29,10 @@ class AgentSpec:
 REGISTRY: dict[str, AgentSpec] = {
     "rl2": AgentSpec("rl2", "rl2", "RL2Agent", "RL2Config",
                      "RL2: GRU policy over (obs, prev action, prev reward, done), PPO outer loop"),
+    "maml-trpo": AgentSpec("maml-trpo", "maml_trpo", "MAMLTRPOAgent", "MAMLTRPOConfig",
+                           "MAML with a TRPO outer step (Gaussian MLP; continuous actions)"),
+    "promp": AgentSpec("promp", "promp", "ProMPAgent", "ProMPConfig",
+                       "ProMP: clipped meta-objective, LVC inner estimator (continuous)"),
     # few-shot learners (datasets: sinusoid, omniglot, image-folder)
     "maml": AgentSpec("maml", "fewshot", "MAMLAgent", "MAMLAgentConfig",
                       "MAML (second order) on the shared functional core", "few-shot"),

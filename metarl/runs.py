@@ -76,7 +76,10 @@ def make_agent(config: RunConfig, env: MetaEnv):
     if config.trainer.threads:
         torch.set_num_threads(config.trainer.threads)
     torch.manual_seed(config.trainer.seed)
-    return agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
+    try:
+        return agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
+    except ValueError as exc:  # the agent cannot take this env (e.g. discrete actions)
+        raise ConfigError(str(exc).splitlines()[0]) from None
 
 
 def make_trainer(run_dir: Path, config: RunConfig, env: MetaEnv, sampler) -> Trainer:

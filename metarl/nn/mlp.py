@@ -53,19 +53,21 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
-    def numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray, bool]]:
-        """``(weight [in, out], bias, activated)`` per linear layer, as float32 copies."""
-        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
-        return [(m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy(),
-                 i < self.num_hidden) for i, m in enumerate(linears)]
-
 
 def numpy_mlp(layers: Sequence[tuple[np.ndarray, np.ndarray, bool]], x: np.ndarray,
               activation: str) -> np.ndarray:
-    """The forward pass of :meth:`MLP.numpy_layers` on ``x [B, in]`` in numpy."""
+    """An MLP forward pass on ``x [B, in]`` in numpy: ``layers`` are ``(weight [in, out],
+    bias, activated)``. Weights
+    ``[N, in, out]`` (biases ``[N, out]``) are per task: the ``B`` rows form ``N`` consecutive
+    groups, one per task."""
     _, function = _activation(activation)
+    batch = x.shape[0]
     for weight, bias, activated in layers:
-        x = x @ weight + bias
+        if weight.ndim == 3:  # per task: [N, B/N, in] @ [N, in, out]
+            x = (x.reshape(weight.shape[0], -1, x.shape[-1]) @ weight
+                 + bias[:, None, :]).reshape(batch, -1)
+        else:
+            x = x @ weight + bias
         if activated:
             x = function(x)
     return x
@@ -85,12 +87,22 @@ class GaussianMLP(nn.Module):
         """Distribution parameters ``[..., 2 * act_dim]`` (mean, log std) for the head."""
         return self.head(self.body(obs))
 
-    def snapshot(self) -> NumpyGaussianMLP:
-        layers = self.body.numpy_layers()
-        weight = self.head.mean.weight.detach().cpu().numpy().T.copy()
-        layers.append((weight, self.head.mean.bias.detach().cpu().numpy().copy(), False))
+    def snapshot(self, params: dict[str, torch.Tensor] | None = None) -> NumpyGaussianMLP:
+        """A numpy copy for acting; ``params`` (names as in ``named_parameters``) replace the
+        module's own, and may carry a leading task dimension ``[N, ...]`` (adapted per task:
+        environments are task-major, ``N`` consecutive groups)."""
+        params = dict(self.named_parameters()) if params is None else params
+
+        def array(name: str) -> np.ndarray:
+            return params[name].detach().cpu().numpy()
+
+        linears = [f"body.layers.{i}" for i, m in enumerate(self.body.layers)
+                   if isinstance(m, nn.Linear)] + ["head.mean"]
+        layers = [(np.swapaxes(array(f"{name}.weight"), -1, -2).copy(),
+                   array(f"{name}.bias").copy(), i < self.body.num_hidden)
+                  for i, name in enumerate(linears)]
         return NumpyGaussianMLP(layers, self.body.activation,
-                                self.head.log_std.detach().cpu().numpy().astype(np.float64))
+                                array("head.log_std").astype(np.float64))
 
 
 class NumpyGaussianMLP(NamedTuple):
@@ -106,11 +118,14 @@ class NumpyGaussianMLP(NamedTuple):
         is the same as :meth:`GaussianHead.sample`'s."""
         mean = numpy_mlp(self.layers, obs.astype(np.float32, copy=False), self.activation)
         dim = mean.shape[-1]
-        constant = self.log_std.sum() + 0.5 * dim * math.log(2 * math.pi)
+        log_std = self.log_std
+        if log_std.ndim == 2:  # per task: one row per environment
+            log_std = np.repeat(log_std, len(mean) // len(log_std), axis=0)
+        constant = log_std.sum(-1) + 0.5 * dim * math.log(2 * math.pi)
         if deterministic:
-            return mean, np.full(len(mean), -constant, dtype=np.float32)
+            return mean, np.broadcast_to(-constant, (len(mean),)).astype(np.float32)
         noise = rng.standard_normal(mean.shape)
-        action = mean + np.exp(self.log_std) * noise
+        action = mean + np.exp(log_std) * noise
         log_prob = -0.5 * np.einsum("bi,bi->b", noise, noise) - constant
         return action.astype(np.float32), log_prob.astype(np.float32)
 

@@ -152,9 +152,12 @@ def _assign(params: list[Tensor], flat: Tensor) -> None:
 def trpo_step(params: Tensors, surrogate_fn: Callable[[], Tensor], kl_fn: Callable[[], Tensor],
               max_kl: float = 0.01, cg_iterations: int = 10, damping: float = 0.01,
               backtrack_ratio: float = 0.5, max_backtracks: int = 15,
-              residual_tol: float = 1e-10, line_search_no_grad: bool = True
-              ) -> dict[str, Any]:
+              residual_tol: float = 1e-10, line_search_no_grad: bool = True,
+              fvp: Callable[[Tensor], Tensor] | None = None) -> dict[str, Any]:
     """One TRPO update of ``params`` (tensors requiring grad, e.g. ``nn.Parameter``s), in place.
+
+    ``fvp`` replaces the Fisher-vector product built from ``kl_fn`` by double backprop (e.g.
+    a cheaper Gauss-Newton product for a known policy distribution; include the damping).
 
     ``surrogate_fn()`` is the loss to *minimise* and ``kl_fn()`` the mean ``KL(old || current)``,
     both evaluated at the current parameter values. The line search evaluates them under
@@ -170,7 +173,8 @@ def trpo_step(params: Tensors, surrogate_fn: Callable[[], Tensor], kl_fn: Callab
     loss = surrogate_fn()
     loss_before = _item(loss)
     grad = flat_grad(loss, items)
-    fvp = fisher_vector_product(kl_fn, items, damping)
+    if fvp is None:
+        fvp = fisher_vector_product(kl_fn, items, damping)
     direction = conjugate_gradient(fvp, -grad, cg_iterations, residual_tol)
     curvature = _item(torch.dot(direction, fvp(direction)))
     info: dict[str, Any] = {"loss_before": loss_before, "grad_norm": _item(grad.norm()),

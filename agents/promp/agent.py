@@ -1,0 +1,151 @@
+"""ProMP agent: MAML's structure with a clipped outer objective and the LVC inner estimator.
+
+One iteration (Rothfuss et al. 2019)::
+
+    sample trials as MAML-TRPO does (episode 0 with θ, inner step per task, episode 1 ...)
+    repeat ppo_epochs times (no re-sampling):
+        θ'_i(θ) = θ − α ∇θ L_LVC(θ; episode 0 of task i)        (second order)
+        J(θ) = mean_i E[min(r A, clip(r, 1 ± ε) A)],  r = π_θ'_i(a|s) / π_old(a|s)   (last episode)
+        loss = −J(θ) + η · KL(π_old || π_θ) on the pre-update episodes
+        Adam step on θ
+
+``inner_estimator="dice"`` replaces LVC by the (unbiased, higher-variance) DiCE objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from metarl.envs_api import MetaEnv
+from metarl.meta import InnerLoop, Params, parameters_of
+from metarl.meta.rl import (
+    AdaptivePolicy,
+    PolicyData,
+    adapt_through,
+    collect,
+    dice_loss,
+    gaussian_kl,
+    lvc_loss,
+    per_task_outputs,
+)
+from metarl.nn import GaussianMLP
+from metarl.sampling import Sampler
+
+
+@dataclass
+class ProMPConfig:
+    """ProMP's settings (its reference run script for MuJoCo): meta-batch 40, 20 rollouts
+    per task, (64, 64) tanh policy, inner lr 0.1, Adam 1e-3, 5 ProMP steps, clip 0.3, fixed
+    inner KL penalty 5e-4 (adaptive towards 0.01 as an option)."""
+
+    meta_batch: int = 40
+    rollouts_per_task: int = 20
+    hidden_size: int = 64
+    num_layers: int = 2
+    activation: str = "tanh"
+    init_std: float = 1.0
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    inner_estimator: str = "lvc"  # or "dice"
+    discount: float = 0.99
+    gae_lambda: float = 1.0
+    lr: float = 1e-3
+    ppo_epochs: int = 5
+    clip: float = 0.3
+    kl_penalty: float = 5e-4
+    adaptive_kl_penalty: bool = False
+    target_inner_kl: float = 0.01
+
+    def validate(self) -> None:
+        for name in ("meta_batch", "rollouts_per_task", "hidden_size", "num_layers",
+                     "inner_steps", "ppo_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
+        if self.inner_estimator not in ("lvc", "dice"):
+            raise ValueError(f"unknown inner_estimator {self.inner_estimator!r}; valid: lvc, "
+                             "dice")
+
+
+class ProMPAgent:
+    """See the module docstring."""
+
+    def __init__(self, env: MetaEnv, config: ProMPConfig, device: str = "cpu"):
+        if not isinstance(env.action_space, spaces.Box):
+            raise ValueError(f"ProMP needs a continuous (Box) action space, got "
+                             f"{env.action_space}")
+        self.env, self.config = env, config
+        self.device = torch.device(device)
+        obs_dim = int(np.prod(env.observation_space.shape))
+        act_dim = int(np.prod(env.action_space.shape))
+        self.net = GaussianMLP(obs_dim, act_dim, (config.hidden_size,) * config.num_layers,
+                               activation=config.activation, init_std=config.init_std)
+        loss = (lvc_loss(self.net) if config.inner_estimator == "lvc"
+                else dice_loss(self.net, config.discount))
+        self.inner = InnerLoop(loss, steps=1, lr=config.inner_lr)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.kl_penalty = config.kl_penalty
+
+    def policy(self, deterministic: bool = False) -> AdaptivePolicy:
+        return AdaptivePolicy(self.net, self.inner, self.config.discount,
+                              self.config.gae_lambda, deterministic)
+
+    def train_iteration(self, sampler: Sampler, rng: np.random.Generator) -> dict[str, float]:
+        cfg = self.config
+        data, metrics = collect(self.env, self.policy(), sampler, rng, cfg.meta_batch,
+                                cfg.rollouts_per_task, cfg.inner_steps, cfg.discount,
+                                cfg.gae_lambda)
+        return {**self.update(data), **metrics}
+
+    def adapted(self, data: list[PolicyData]) -> Params:
+        return adapt_through(self.inner, parameters_of(self.net), data[:-1])
+
+    def update(self, data: list[PolicyData]) -> dict[str, float]:
+        """``ppo_epochs`` Adam steps on the clipped meta-objective with the KL penalty."""
+        cfg = self.config
+        post, pre = data[-1], data[0]
+        with torch.no_grad():
+            old_post = per_task_outputs(self.net, self.adapted(data), post.observations)
+            old_pre = self.net(pre.observations)
+        old_log_prob = self.net.head.log_prob(old_post, post.actions)
+        count = post.mask.sum().clamp_min(1.0)
+        for _ in range(cfg.ppo_epochs):
+            outputs = per_task_outputs(self.net, self.adapted(data), post.observations)
+            ratio = (self.net.head.log_prob(outputs, post.actions) - old_log_prob).exp()
+            clipped = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
+            objective = (torch.minimum(ratio * post.advantages, clipped * post.advantages)
+                         * post.mask).sum() / count
+            inner_kl = self._masked_mean(gaussian_kl(self.net, old_pre,
+                                                     self.net(pre.observations)), pre.mask)
+            loss = -objective + self.kl_penalty * inner_kl
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        if cfg.adaptive_kl_penalty:  # ProMP's rule, towards target_inner_kl
+            if inner_kl.item() < cfg.target_inner_kl / 1.5:
+                self.kl_penalty /= 2
+            elif inner_kl.item() > cfg.target_inner_kl * 1.5:
+                self.kl_penalty *= 2
+        return {"surrogate": float(objective.detach()), "inner_kl": float(inner_kl.detach()),
+                "kl_penalty": self.kl_penalty,
+                "clip_fraction": float(self._masked_mean(
+                    ((ratio - 1).abs() > cfg.clip).float(), post.mask))}
+
+    @staticmethod
+    def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+        return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "kl_penalty": self.kl_penalty}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_penalty = float(state["kl_penalty"])

@@ -1,0 +1,131 @@
+"""Gradient-based meta-RL (MAML-TRPO, ProMP): adaptation in the trial state, the Fisher
+product through the inner step, and smoke runs through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.agents.maml_trpo import MAMLTRPOAgent, MAMLTRPOConfig
+from metarl.cli import main
+from metarl.envs import make
+from metarl.meta import parameters_of
+from metarl.meta.rl import (
+    adapt_through,
+    collect,
+    gaussian_fisher_vector_product,
+    gaussian_kl,
+    per_task_outputs,
+)
+from metarl.nn.trpo import fisher_vector_product
+from metarl.random import BatchRNG
+from metarl.sampling import LocalSampler
+
+
+@pytest.fixture
+def agent_and_data():
+    torch.manual_seed(0)
+    env = make("point-nav", horizon=8)
+    agent = MAMLTRPOAgent(env, MAMLTRPOConfig(meta_batch=3, rollouts_per_task=4,
+                                              hidden_size=8))
+    data, metrics = collect(env, agent.policy(), LocalSampler(env), np.random.default_rng(0),
+                            3, 4, 1, 0.99, 1.0)
+    return agent, data, metrics
+
+
+def test_per_task_parameters_act_like_the_torch_network(agent_and_data):
+    agent, data, _ = agent_and_data
+    adapted = {n: p.detach() for n, p in agent.adapted(data).items()}
+    frozen = agent.net.snapshot(adapted)
+    obs = data[-1].observations[:, :, 0]  # [N=3, M=4, obs]
+    mean, _ = frozen.act(obs.reshape(12, -1).numpy(), BatchRNG(0, np.arange(12)),
+                         deterministic=True)
+    expected = per_task_outputs(agent.net, adapted, obs).chunk(2, -1)[0]
+    np.testing.assert_allclose(mean.reshape(3, 4, -1), expected.detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_sampling_adapts_with_the_parameters_training_differentiates(agent_and_data):
+    """The post-update episode was sampled with θ'_i; recomputing θ'_i(θ) in training must
+    give the same log-probabilities as were recorded while sampling."""
+    agent, data, _ = agent_and_data
+    post = data[-1]
+    outputs = per_task_outputs(agent.net, agent.adapted(data), post.observations)
+    recomputed = agent.net.head.log_prob(outputs, post.actions)
+    torch.testing.assert_close(recomputed * post.mask, post.old_log_prob * post.mask,
+                               rtol=1e-4, atol=1e-4)
+    pre = data[0]
+    pre_log_prob = agent.net.head.log_prob(agent.net(pre.observations), pre.actions)
+    assert not torch.allclose(pre_log_prob, post.old_log_prob)  # the inner step changed π
+
+
+def test_gauss_newton_fisher_product_equals_double_backprop(agent_and_data):
+    agent, data, _ = agent_and_data
+    post = data[-1]
+    with torch.no_grad():
+        old = per_task_outputs(agent.net, agent.adapted(data), post.observations)
+
+    def outputs(params):
+        return per_task_outputs(agent.net, adapt_through(agent.inner, params, data[:-1]),
+                                post.observations)
+
+    def kl():
+        new = per_task_outputs(agent.net, agent.adapted(data), post.observations)
+        return (gaussian_kl(agent.net, old, new) * post.mask).sum() / post.mask.sum()
+
+    exact = fisher_vector_product(kl, list(agent.net.parameters()), damping=1e-3)
+    fast = gaussian_fisher_vector_product(outputs, parameters_of(agent.net), post.mask, 1e-3)
+    for seed in range(2):
+        v = torch.randn(sum(p.numel() for p in agent.net.parameters()),
+                        generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(fast(v), exact(v), rtol=1e-4, atol=1e-6)
+
+
+def test_outer_step_respects_the_trust_region(agent_and_data):
+    agent, data, _ = agent_and_data
+    before = [p.detach().clone() for p in agent.net.parameters()]
+    info = agent.outer_step(data)
+    assert info["kl"] <= agent.config.max_kl * 1.001
+    if info["accepted"]:
+        assert info["loss_after"] < info["loss_before"]
+        assert any(not torch.equal(a, b) for a, b in zip(before, agent.net.parameters(),
+                                                         strict=True))
+
+
+TINY = {"maml-trpo": ["meta_batch=2", "rollouts_per_task=2", "hidden_size=8", "fisher_tasks=1",
+                      "cg_iterations=2", "eval_tasks=2"],
+        "promp": ["meta_batch=2", "rollouts_per_task=2", "hidden_size=8", "ppo_epochs=2",
+                  "eval_tasks=2"]}
+
+
+@pytest.mark.parametrize("agent", ["maml-trpo", "promp"])
+@pytest.mark.parametrize("env", ["point-nav", "cheetah-dir"])
+def test_smoke_runs_and_adaptation_curve(agent, env, tmp_path, capsys):
+    run = tmp_path / f"{agent}-{env}"
+    assert main(["train", agent, env, "--iterations", "1", "--run-dir", str(run), "--set",
+                 "env.horizon=5", *TINY[agent]]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.isfinite(summary["eval_trial_return"])
+    assert main(["eval", str(run), "--json", "--num-tasks", "2", "--episodes", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["returns_per_episode"]) == 3  # pre-update, one step, two steps
+
+
+def test_dice_inner_estimator_runs(tmp_path):
+    assert main(["train", "promp", "point-nav", "--iterations", "1", "--run-dir",
+                 str(tmp_path / "dice"), "--set", "env.horizon=5", "inner_estimator=dice",
+                 *TINY["promp"]]) == 0
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["train", "maml-trpo", "bandit"], "MAML-TRPO needs a continuous (Box) action space"),
+    (["train", "promp", "point-nav", "--set", "inner_estimator=exact"],
+     "unknown inner_estimator 'exact'; valid: lvc, dice"),
+    (["train", "maml-trpo", "point-nav", "--set", "fisher_tasks=50"],
+     "fisher_tasks must be in [0, meta_batch=20], got 50"),
+])
+def test_bad_configuration_is_one_line_exit_2(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
