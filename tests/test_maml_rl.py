@@ -129,3 +129,23 @@ def test_bad_configuration_is_one_line_exit_2(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_adapting_policy_gives_the_same_trials_on_ray(ray_local):
+    """Per-task inner steps happen in the workers; sharding by task keeps every task's
+    trials together, so Ray and the local sampler agree step for step."""
+    from metarl.sampling.ray_sampler import RaySampler
+
+    torch.manual_seed(0)
+    env = make("point-nav", horizon=6)
+    agent = MAMLTRPOAgent(env, MAMLTRPOConfig(meta_batch=4, rollouts_per_task=3,
+                                              hidden_size=8))
+    tasks = env.split_tasks("train", 4)
+    local = LocalSampler(env).sample(agent.policy(), tasks, trials=3, episodes=3, seed=5)
+    remote_sampler = RaySampler(env, workers=2)
+    try:
+        remote = remote_sampler.sample(agent.policy(), tasks, trials=3, episodes=3, seed=5)
+    finally:
+        remote_sampler.close()
+    np.testing.assert_allclose(remote.actions, local.actions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(remote.rewards, local.rewards, rtol=1e-5, atol=1e-6)
