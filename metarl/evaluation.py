@@ -19,18 +19,26 @@ def default_episodes(agent: Agent) -> int:
     return int(getattr(agent.config, "episodes_per_trial", 0) or 3)
 
 
+def default_trials(agent: Agent) -> int:
+    """Trials per task: gradient-based agents adapt on all trials of a task together, so
+    they are evaluated with as many as they train with (MAML-RL's protocol)."""
+    return int(getattr(getattr(agent, "config", None), "rollouts_per_task", 0) or 1)
+
+
 def evaluate(agent: Agent, env: MetaEnv, sampler: Sampler, *, split: str = "test",
-             num_tasks: int = 100, episodes: int | None = None, trials: int = 1,
+             num_tasks: int = 100, episodes: int | None = None, trials: int | None = None,
              seed: int = 0, deterministic: bool = False) -> dict[str, Any]:
     """Run trials of the agent's adapting policy on ``num_tasks`` tasks of ``split``.
 
     Returns ``returns_per_episode`` (mean over tasks and trials of the return of episode
-    ``k``), ``mean_return`` (mean episode return), ``trial_return`` (mean total return of a
+    ``k``; ``trials`` defaults to the agent's trials per task), ``mean_return`` (mean
+    episode return), ``trial_return`` (mean total return of a
     trial) with its standard error over tasks, and sample counts. Few-shot agents (which
     have their own ``evaluate``) report accuracy or MSE instead (no sampler needed)."""
     if hasattr(agent, "evaluate"):  # a few-shot learner: accuracy or MSE over held-out tasks
         return agent.evaluate(split=split, num_tasks=num_tasks, seed=seed)
     episodes = episodes or default_episodes(agent)
+    trials = trials or default_trials(agent)
     tasks = env.split_tasks(split, num_tasks, seed=seed)
     rollouts = sampler.sample(agent.policy(deterministic), tasks, trials=trials,
                               episodes=episodes, seed=seed + EVAL_SEED_OFFSET)
