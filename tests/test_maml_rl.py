@@ -72,7 +72,7 @@ def test_gauss_newton_fisher_product_equals_double_backprop(agent_and_data):
 
     def kl():
         new = per_task_outputs(agent.net, agent.adapted(data), post.observations)
-        return (gaussian_kl(agent.net, old, new) * post.mask).sum() / post.mask.sum()
+        return (gaussian_kl(old, new) * post.mask).sum() / post.mask.sum()
 
     exact = fisher_vector_product(kl, list(agent.net.parameters()), damping=1e-3)
     fast = gaussian_fisher_vector_product(outputs, parameters_of(agent.net), post.mask, 1e-3)
@@ -149,3 +149,11 @@ def test_adapting_policy_gives_the_same_trials_on_ray(ray_local):
         remote_sampler.close()
     np.testing.assert_allclose(remote.actions, local.actions, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(remote.rewards, local.rewards, rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    old, new = torch.randn(5, 6), torch.randn(5, 6)
+    normal = torch.distributions.Normal
+    expected = torch.distributions.kl_divergence(
+        normal(old[:, :3], old[:, 3:].exp()), normal(new[:, :3], new[:, 3:].exp())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(old, new), expected)

@@ -123,7 +123,7 @@ class MAMLTRPOAgent:
 
         def kl() -> Tensor:
             outputs = per_task_outputs(self.net, self.adapted(data), obs)
-            return (gaussian_kl(self.net, old_outputs, outputs) * mask).sum() / count
+            return (gaussian_kl(old_outputs, outputs) * mask).sum() / count
 
         cfg = self.config
         some = slice(0, cfg.fisher_tasks or None)  # the Fisher from a subset of the tasks

@@ -121,7 +121,7 @@ class ProMPAgent:
             clipped = ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
             objective = (torch.minimum(ratio * post.advantages, clipped * post.advantages)
                          * post.mask).sum() / count
-            inner_kl = self._masked_mean(gaussian_kl(self.net, old_pre,
+            inner_kl = self._masked_mean(gaussian_kl(old_pre,
                                                      self.net(pre.observations)), pre.mask)
             loss = -objective + self.kl_penalty * inner_kl
             self.optimizer.zero_grad(set_to_none=True)

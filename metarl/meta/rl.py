@@ -219,7 +219,7 @@ class AdaptivePolicy:
         return replace(state, params=adapted, frozen=self.net.snapshot(adapted), per_task=True)
 
 
-def gaussian_kl(net: GaussianMLP, old: Tensor, new: Tensor) -> Tensor:
+def gaussian_kl(old: Tensor, new: Tensor) -> Tensor:
     """``KL(old || new)`` per step for head outputs ``old``/``new`` (mean, log std)."""
     mean_old, log_std_old = old.chunk(2, -1)
     mean_new, log_std_new = new.chunk(2, -1)
