@@ -179,3 +179,14 @@ def test_agents_list_shows_few_shot_learners(capsys):
                  "cnp"):
         assert f"{name}" in out
     assert "[few-shot]" in out
+
+
+def test_reptile_leaves_diverged_tasks_out_of_the_outer_step():
+    torch.manual_seed(0)
+    learner = Reptile("regression", (1,), None, ReptileConfig(hidden=8, inner_steps=5,
+                                                              inner_lr=0.5))
+    batch = _sinusoid_batch(batch=3)
+    batch.support_y[0] *= 1e30  # task 0's SGD steps overflow
+    metrics = learner.train_step(batch, learner.make_optimizer(0.1))
+    assert metrics["diverged_tasks"] >= 1
+    assert all(p.isfinite().all() for p in learner.parameters())

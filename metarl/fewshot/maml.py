@@ -190,15 +190,21 @@ class Reptile(GradientLearner):
         inner = InnerLoop(self.support_loss, steps=self.config.inner_steps,
                           lr=self.config.inner_lr, first_order=True)
         adapted = adapt_batch(inner, start, task_data, batched=self.vmap_tasks)
+        # a task whose many plain SGD steps blew up (seen at K=5 on sinusoid) would turn the
+        # mean into NaN: leave it out of this outer step and count it
+        finite = torch.stack([p.flatten(1).isfinite().all(1) for p in adapted.values()]).all(0)
         optimizer.zero_grad(set_to_none=True)
-        set_gradients(params, reptile_gradients(params, adapted))
-        optimizer.step()
+        if finite.any():
+            kept = {n: p[finite] for n, p in adapted.items()}
+            set_gradients(params, reptile_gradients(params, kept))
+            optimizer.step()
         with torch.no_grad():
             predictions = torch.stack([
                 functional_call(self.model, {n: p[i] for n, p in adapted.items()}, (x,))
                 for i, x in enumerate(batch.query_x)])
-            losses = self.task_loss(predictions, batch.query_y)
-        return self.metrics(predictions, batch.query_y, losses)
+            losses = self.task_loss(predictions[finite], batch.query_y[finite])
+        metrics = self.metrics(predictions[finite], batch.query_y[finite], losses)
+        return {**metrics, "diverged_tasks": float((~finite).sum())}
 
     @classmethod
     def from_config(cls, config: ReptileConfig, task_kind: str, input_shape: tuple[int, ...],
