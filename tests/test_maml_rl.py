@@ -85,12 +85,12 @@ def test_gauss_newton_fisher_product_equals_double_backprop(agent_and_data):
 def test_outer_step_respects_the_trust_region(agent_and_data):
     agent, data, _ = agent_and_data
     before = [p.detach().clone() for p in agent.net.parameters()]
-    info = agent.outer_step(data)
-    assert info["kl"] <= agent.config.max_kl * 1.001
-    if info["accepted"]:
-        assert info["loss_after"] < info["loss_before"]
-        assert any(not torch.equal(a, b) for a, b in zip(before, agent.net.parameters(),
-                                                         strict=True))
+    info = agent.update(data)
+    assert info["accepted"]  # a fresh policy on its own samples always finds an improving step
+    assert 0 < info["kl"] <= agent.config.max_kl * 1.001
+    assert info["loss_after"] < info["loss_before"]
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.net.parameters(),
+                                                     strict=True))
 
 
 TINY = {"maml-trpo": ["meta_batch=2", "rollouts_per_task=2", "hidden_size=8", "fisher_tasks=1",

@@ -14,44 +14,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from gymnasium import spaces
 from torch import Tensor
 
-from metarl.envs_api import MetaEnv
-from metarl.meta import InnerLoop, Params, parameters_of
+from metarl.meta import LossFn, parameters_of
 from metarl.meta.rl import (
-    AdaptivePolicy,
+    AdaptationConfig,
+    GradientMetaAgent,
     PolicyData,
     adapt_through,
-    collect,
     gaussian_fisher_vector_product,
     gaussian_kl,
     per_task_outputs,
     vpg_loss,
 )
-from metarl.nn import GaussianMLP
 from metarl.nn.trpo import trpo_step
-from metarl.sampling import Sampler
 
 
 @dataclass
-class MAMLTRPOConfig:
+class MAMLTRPOConfig(AdaptationConfig):
     """MAML-RL's hyperparameters (Finn et al. 2017; pytorch-maml-rl's configs): point-nav
-    uses meta-batch 20, HalfCheetah 40; 20 rollouts per task; inner lr 0.1; max KL 0.01."""
+    uses meta-batch 20, HalfCheetah 40; 20 rollouts per task; (100, 100) ReLU policy; inner
+    lr 0.1; max KL 0.01."""
 
-    meta_batch: int = 20
-    rollouts_per_task: int = 20
-    hidden_size: int = 100
-    num_layers: int = 2
-    activation: str = "relu"
-    init_std: float = 1.0
-    inner_lr: float = 0.1
-    inner_steps: int = 1
     first_order: bool = False
-    discount: float = 0.99
-    gae_lambda: float = 1.0
     max_kl: float = 0.01
     cg_iterations: int = 10
     cg_damping: float = 1e-5
@@ -62,51 +48,26 @@ class MAMLTRPOConfig:
     fisher_tasks: int = 0
 
     def validate(self) -> None:
-        for name in ("meta_batch", "rollouts_per_task", "hidden_size", "num_layers",
-                     "inner_steps", "cg_iterations", "line_search_steps"):
+        super().validate()
+        for name in ("cg_iterations", "line_search_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.fisher_tasks <= self.meta_batch:
             raise ValueError(f"fisher_tasks must be in [0, meta_batch={self.meta_batch}], "
                              f"got {self.fisher_tasks}")
-        if self.activation not in ("relu", "tanh"):
-            raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
         if not 0 < self.backtrack_ratio < 1:
             raise ValueError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
 
 
-class MAMLTRPOAgent:
+class MAMLTRPOAgent(GradientMetaAgent):
     """See the module docstring."""
 
-    def __init__(self, env: MetaEnv, config: MAMLTRPOConfig, device: str = "cpu"):
-        if not isinstance(env.action_space, spaces.Box):
-            raise ValueError(f"MAML-TRPO needs a continuous (Box) action space, got "
-                             f"{env.action_space}")
-        self.env, self.config = env, config
-        self.device = torch.device(device)
-        obs_dim = int(np.prod(env.observation_space.shape))
-        act_dim = int(np.prod(env.action_space.shape))
-        self.net = GaussianMLP(obs_dim, act_dim, (config.hidden_size,) * config.num_layers,
-                               activation=config.activation, init_std=config.init_std)
-        self.inner = InnerLoop(vpg_loss(self.net), steps=1, lr=config.inner_lr,
-                               first_order=config.first_order)
+    title = "MAML-TRPO"
 
-    def policy(self, deterministic: bool = False) -> AdaptivePolicy:
-        return AdaptivePolicy(self.net, self.inner, self.config.discount,
-                              self.config.gae_lambda, deterministic)
+    def inner_loss(self) -> LossFn:
+        return vpg_loss(self.net)
 
-    def train_iteration(self, sampler: Sampler, rng: np.random.Generator) -> dict[str, float]:
-        cfg = self.config
-        data, metrics = collect(self.env, self.policy(), sampler, rng, cfg.meta_batch,
-                                cfg.rollouts_per_task, cfg.inner_steps, cfg.discount,
-                                cfg.gae_lambda)
-        return {**self.outer_step(data), **metrics}
-
-    def adapted(self, data: list[PolicyData]) -> Params:
-        """θ'_i(θ) after ``inner_steps`` steps, differentiable w.r.t. the meta-parameters."""
-        return adapt_through(self.inner, parameters_of(self.net), data[:-1])
-
-    def outer_step(self, data: list[PolicyData]) -> dict[str, float]:
+    def update(self, data: list[PolicyData]) -> dict[str, float]:
         """One TRPO step on the post-update surrogate (see the module docstring)."""
         post = data[-1]
         obs, actions, advantages, mask = (post.observations, post.actions, post.advantages,

@@ -16,44 +16,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from gymnasium import spaces
 from torch import Tensor
 
 from metarl.envs_api import MetaEnv
-from metarl.meta import InnerLoop, Params, parameters_of
+from metarl.meta import LossFn
 from metarl.meta.rl import (
-    AdaptivePolicy,
+    AdaptationConfig,
+    GradientMetaAgent,
     PolicyData,
-    adapt_through,
-    collect,
     dice_loss,
     gaussian_kl,
     lvc_loss,
     per_task_outputs,
 )
-from metarl.nn import GaussianMLP
-from metarl.sampling import Sampler
 
 
 @dataclass
-class ProMPConfig:
+class ProMPConfig(AdaptationConfig):
     """ProMP's settings (its reference run script for MuJoCo): meta-batch 40, 20 rollouts
     per task, (64, 64) tanh policy, inner lr 0.1, Adam 1e-3, 5 ProMP steps, clip 0.3, fixed
     inner KL penalty 5e-4 (adaptive towards 0.01 as an option)."""
 
     meta_batch: int = 40
-    rollouts_per_task: int = 20
     hidden_size: int = 64
-    num_layers: int = 2
     activation: str = "tanh"
-    init_std: float = 1.0
-    inner_lr: float = 0.1
-    inner_steps: int = 1
     inner_estimator: str = "lvc"  # or "dice"
-    discount: float = 0.99
-    gae_lambda: float = 1.0
     lr: float = 1e-3
     ppo_epochs: int = 5
     clip: float = 0.3
@@ -62,49 +50,28 @@ class ProMPConfig:
     target_inner_kl: float = 0.01
 
     def validate(self) -> None:
-        for name in ("meta_batch", "rollouts_per_task", "hidden_size", "num_layers",
-                     "inner_steps", "ppo_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.activation not in ("relu", "tanh"):
-            raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
+        super().validate()
+        if self.ppo_epochs < 1:
+            raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if self.inner_estimator not in ("lvc", "dice"):
             raise ValueError(f"unknown inner_estimator {self.inner_estimator!r}; valid: lvc, "
                              "dice")
 
 
-class ProMPAgent:
+class ProMPAgent(GradientMetaAgent):
     """See the module docstring."""
 
+    title = "ProMP"
+
     def __init__(self, env: MetaEnv, config: ProMPConfig, device: str = "cpu"):
-        if not isinstance(env.action_space, spaces.Box):
-            raise ValueError(f"ProMP needs a continuous (Box) action space, got "
-                             f"{env.action_space}")
-        self.env, self.config = env, config
-        self.device = torch.device(device)
-        obs_dim = int(np.prod(env.observation_space.shape))
-        act_dim = int(np.prod(env.action_space.shape))
-        self.net = GaussianMLP(obs_dim, act_dim, (config.hidden_size,) * config.num_layers,
-                               activation=config.activation, init_std=config.init_std)
-        loss = (lvc_loss(self.net) if config.inner_estimator == "lvc"
-                else dice_loss(self.net, config.discount))
-        self.inner = InnerLoop(loss, steps=1, lr=config.inner_lr)
+        super().__init__(env, config, device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.kl_penalty = config.kl_penalty
 
-    def policy(self, deterministic: bool = False) -> AdaptivePolicy:
-        return AdaptivePolicy(self.net, self.inner, self.config.discount,
-                              self.config.gae_lambda, deterministic)
-
-    def train_iteration(self, sampler: Sampler, rng: np.random.Generator) -> dict[str, float]:
-        cfg = self.config
-        data, metrics = collect(self.env, self.policy(), sampler, rng, cfg.meta_batch,
-                                cfg.rollouts_per_task, cfg.inner_steps, cfg.discount,
-                                cfg.gae_lambda)
-        return {**self.update(data), **metrics}
-
-    def adapted(self, data: list[PolicyData]) -> Params:
-        return adapt_through(self.inner, parameters_of(self.net), data[:-1])
+    def inner_loss(self) -> LossFn:
+        if self.config.inner_estimator == "lvc":
+            return lvc_loss(self.net)
+        return dice_loss(self.net, self.config.discount)
 
     def update(self, data: list[PolicyData]) -> dict[str, float]:
         """``ppo_epochs`` Adam steps on the clipped meta-objective with the KL penalty."""

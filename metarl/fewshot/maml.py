@@ -79,7 +79,8 @@ class MAMLConfig(FewShotConfig):
     anil: bool = False  # adapt only the head (ANIL)
     # vmap the meta-batch (True) or loop over its tasks (False); None: vmap for MLPs, loop for
     # conv nets, whose per-task weights vmap turns into grouped convolutions that are slower
-    # on CPU (Omniglot 5-way, 8 tasks, 32 filters: 1.49 s vmapped vs 0.92 s looped a step)
+    # on CPU (Omniglot 5-way 1-shot, 5 queries, 8 tasks, 32 filters: 0.26 s vmapped vs 0.22 s
+    # looped a step; see experiments/RESULTS.md for the command)
     vmap_tasks: bool | None = None
 
     def validate(self) -> None:

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from torch import Tensor
 from torch.func import functional_call, jvp, vjp, vmap
 
-from metarl.meta.adapt import InnerLoop, LossFn, Params, adapt_batch
+from metarl.meta.adapt import InnerLoop, LossFn, Params, adapt_batch, parameters_of
 from metarl.nn import GaussianMLP, NumpyGaussianMLP, discounted_returns, gae
 from metarl.nn.baselines import linear_baseline_values
 from metarl.random import BatchRNG
@@ -258,3 +259,72 @@ def gaussian_fisher_vector_product(outputs_fn: Callable[[Params], Tensor], param
         return torch.cat([g.reshape(-1) for g in grads.values()]) + damping * v
 
     return product
+
+
+@dataclass
+class AdaptationConfig:
+    """What gradient-based meta-RL agents share: the Gaussian MLP policy, the meta-batch and
+    the inner policy-gradient step (agents override the defaults with their papers')."""
+
+    meta_batch: int = 20
+    rollouts_per_task: int = 20
+    hidden_size: int = 100
+    num_layers: int = 2
+    activation: str = "relu"
+    init_std: float = 1.0
+    inner_lr: float = 0.1
+    inner_steps: int = 1
+    discount: float = 0.99
+    gae_lambda: float = 1.0
+
+    def validate(self) -> None:
+        for name in ("meta_batch", "rollouts_per_task", "hidden_size", "num_layers",
+                     "inner_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.activation not in ("relu", "tanh"):
+            raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
+
+
+class GradientMetaAgent:
+    """The Agent-protocol skeleton of MAML-TRPO and ProMP: a Gaussian MLP adapted per task
+    by :class:`InnerLoop` on :meth:`inner_loss`; one iteration samples a meta-batch with the
+    adapting policy (:func:`collect`) and hands its per-episode data to :meth:`update`."""
+
+    title = "gradient-based meta-RL"  # for error messages
+
+    def __init__(self, env: Any, config: AdaptationConfig, device: str = "cpu"):
+        if not isinstance(env.action_space, spaces.Box):
+            raise ValueError(f"{self.title} needs a continuous (Box) action space, got "
+                             f"{env.action_space}")
+        self.env, self.config = env, config
+        self.device = torch.device(device)
+        self.net = GaussianMLP(int(np.prod(env.observation_space.shape)),
+                               int(np.prod(env.action_space.shape)),
+                               (config.hidden_size,) * config.num_layers,
+                               activation=config.activation, init_std=config.init_std)
+        self.inner = InnerLoop(self.inner_loss(), steps=1, lr=config.inner_lr,
+                               first_order=getattr(config, "first_order", False))
+
+    def inner_loss(self) -> LossFn:
+        raise NotImplementedError
+
+    def update(self, data: list[PolicyData]) -> dict[str, float]:
+        """The outer update from the episodes of the meta-batch (last = post-update)."""
+        raise NotImplementedError
+
+    def policy(self, deterministic: bool = False) -> AdaptivePolicy:
+        return AdaptivePolicy(self.net, self.inner, self.config.discount,
+                              self.config.gae_lambda, deterministic)
+
+    def train_iteration(self, sampler: Any, rng: np.random.Generator) -> dict[str, float]:
+        cfg = self.config
+        data, metrics = collect(self.env, self.policy(), sampler, rng, cfg.meta_batch,
+                                cfg.rollouts_per_task, cfg.inner_steps, cfg.discount,
+                                cfg.gae_lambda)
+        return {**self.update(data), **metrics}
+
+    def adapted(self, data: list[PolicyData]) -> Params:
+        """θ'_i(θ) after the inner steps on all but the last episode, differentiable w.r.t.
+        the meta-parameters."""
+        return adapt_through(self.inner, parameters_of(self.net), data[:-1])
