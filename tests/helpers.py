@@ -17,3 +17,16 @@ def unexpected_check_env_warnings(env, allowed: Sequence[str] = UNBOUNDED_BOX_WA
         check_env(env, skip_render_check=True)
     return [str(w.message) for w in caught
             if not any(text in str(w.message) for text in allowed)]
+
+
+def local_and_ray_rollouts(env, policy, tasks, workers: int = 2, **sample_kwargs):
+    """The same ``sample`` call on a LocalSampler and on a RaySampler (closed after)."""
+    from metarl.sampling import LocalSampler
+    from metarl.sampling.ray_sampler import RaySampler
+
+    local = LocalSampler(env).sample(policy, tasks, **sample_kwargs)
+    remote_sampler = RaySampler(env, workers=workers)
+    try:
+        return local, remote_sampler.sample(policy, tasks, **sample_kwargs)
+    finally:
+        remote_sampler.close()

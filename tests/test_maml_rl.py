@@ -134,19 +134,14 @@ def test_bad_configuration_is_one_line_exit_2(argv, needle, capsys):
 def test_adapting_policy_gives_the_same_trials_on_ray(ray_local):
     """Per-task inner steps happen in the workers; sharding by task keeps every task's
     trials together, so Ray and the local sampler agree step for step."""
-    from metarl.sampling.ray_sampler import RaySampler
+    from helpers import local_and_ray_rollouts
 
     torch.manual_seed(0)
     env = make("point-nav", horizon=6)
     agent = MAMLTRPOAgent(env, MAMLTRPOConfig(meta_batch=4, rollouts_per_task=3,
                                               hidden_size=8))
-    tasks = env.split_tasks("train", 4)
-    local = LocalSampler(env).sample(agent.policy(), tasks, trials=3, episodes=3, seed=5)
-    remote_sampler = RaySampler(env, workers=2)
-    try:
-        remote = remote_sampler.sample(agent.policy(), tasks, trials=3, episodes=3, seed=5)
-    finally:
-        remote_sampler.close()
+    local, remote = local_and_ray_rollouts(env, agent.policy(), env.split_tasks("train", 4),
+                                           trials=3, episodes=3, seed=5)
     np.testing.assert_allclose(remote.actions, local.actions, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(remote.rewards, local.rewards, rtol=1e-5, atol=1e-6)
 

@@ -100,19 +100,16 @@ def test_results_do_not_depend_on_batch_composition():
 
 
 def test_local_and_ray_samplers_agree(ray_local):
+    from helpers import local_and_ray_rollouts
+
     from metarl.agents.rl2 import RL2Agent, RL2Config
-    from metarl.sampling.ray_sampler import RaySampler
 
     env = make("tabular-mdp", horizon=5)
     torch.manual_seed(0)
     agent = RL2Agent(env, RL2Config(episodes_per_trial=2, hidden_size=16))
     tasks = env.split_tasks("train", 5)
-    local = LocalSampler(env).sample(agent.policy(), tasks, trials=2, episodes=2, seed=11)
-    ray_sampler = RaySampler(env, workers=2)
-    try:
-        remote = ray_sampler.sample(agent.policy(), tasks, trials=2, episodes=2, seed=11)
-    finally:
-        ray_sampler.close()
+    local, remote = local_and_ray_rollouts(env, agent.policy(), tasks, trials=2, episodes=2,
+                                           seed=11)
     for name in ("observations", "actions", "rewards", "next_observations", "valid",
                  "terminated", "truncated"):
         assert np.array_equal(getattr(local, name), getattr(remote, name)), name
