@@ -33,6 +33,8 @@ REGISTRY: dict[str, AgentSpec] = {
                            "MAML with a TRPO outer step (Gaussian MLP; continuous actions)"),
     "promp": AgentSpec("promp", "promp", "ProMPAgent", "ProMPConfig",
                        "ProMP: clipped meta-objective, LVC inner estimator (continuous)"),
+    "pearl": AgentSpec("pearl", "pearl", "PEARLAgent", "PEARLConfig",
+                       "PEARL: SAC with a probabilistic context encoder (continuous)"),
     # few-shot learners (datasets: sinusoid, omniglot, image-folder)
     "maml": AgentSpec("maml", "fewshot", "MAMLAgent", "MAMLAgentConfig",
                       "MAML (second order) on the shared functional core", "few-shot"),
