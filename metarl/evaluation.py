@@ -59,8 +59,12 @@ def evaluate(agent: Agent, env: MetaEnv, sampler: Sampler, *, split: str = "test
 
 
 def eval_summary(result: dict[str, Any]) -> dict[str, float]:
-    """The headline figures of an evaluation, prefixed ``eval_`` for progress logs."""
+    """The headline figures of an evaluation, prefixed ``eval_`` for progress logs (for RL:
+    the trial return, the mean episode return, and the first and last episodes' returns,
+    i.e. before and after adaptation)."""
     if "metric" in result:  # few-shot
         metric = result["metric"]
         return {f"eval_{metric}": result[metric], f"eval_{metric}_ci95": result["ci95"]}
-    return {"eval_trial_return": result["trial_return"], "eval_mean_return": result["mean_return"]}
+    return {"eval_trial_return": result["trial_return"], "eval_mean_return": result["mean_return"],
+            "eval_first_episode_return": result["returns_per_episode"][0],
+            "eval_last_episode_return": result["returns_per_episode"][-1]}

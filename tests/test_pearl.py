@@ -250,3 +250,10 @@ def test_bad_pearl_settings_exit_2(tmp_path, capsys):
                  "--set", "entropy=bogus"]) == 2
     assert "entropy" in capsys.readouterr().err
     assert main(["train", "pearl", "bandit", "--run-dir", str(tmp_path / "b")]) == 2
+
+
+def test_recurrent_encoder_trains_on_sequential_context():
+    torch.manual_seed(0)
+    agent = _agent(recurrent=True)
+    metrics = agent.train_iteration(LocalSampler(agent.env), np.random.default_rng(0))
+    assert np.isfinite(metrics["critic_loss"]) and metrics["kl"] > 0
