@@ -257,3 +257,17 @@ def test_recurrent_encoder_trains_on_sequential_context():
     agent = _agent(recurrent=True)
     metrics = agent.train_iteration(LocalSampler(agent.env), np.random.default_rng(0))
     assert np.isfinite(metrics["critic_loss"]) and metrics["kl"] > 0
+
+
+def test_test_policy_gives_the_same_trials_on_ray(ray_local):
+    """z is drawn from per-environment streams and the posterior from the trial's own
+    context, so sharding tasks over Ray workers changes nothing."""
+    from helpers import local_and_ray_rollouts
+
+    torch.manual_seed(0)
+    agent = _agent(exploration_episodes=1)
+    local, remote = local_and_ray_rollouts(agent.env, agent.policy(),
+                                           agent.env.split_tasks("test", 4), trials=2,
+                                           episodes=3, seed=5)
+    np.testing.assert_allclose(remote.extras["z"], local.extras["z"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(remote.rewards, local.rewards, rtol=1e-5, atol=1e-6)
