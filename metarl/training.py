@@ -46,7 +46,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 class ProgressLog:
-    """``progress.csv`` with a fixed header; rows are appended and flushed each iteration."""
+    """``progress.csv``: rows appended and flushed each iteration; the header grows when a
+    row brings new keys (see :meth:`append`)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -54,6 +55,16 @@ class ProgressLog:
         if path.exists():
             with path.open() as handle:
                 self.fields = next(csv.reader(handle), None)
+
+    def _widen(self, new_fields: list[str]) -> None:
+        with self.path.open() as handle:
+            rows = list(csv.DictReader(handle))
+        self.fields = [*(self.fields or []), *new_fields]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buffer.getvalue())
 
     def truncate_after(self, iteration: int) -> None:
         """Drop rows of iterations ``> iteration`` (written after the last checkpoint)."""
@@ -70,10 +81,14 @@ class ProgressLog:
         atomic_write_text(self.path, buffer.getvalue())
 
     def append(self, row: dict[str, Any]) -> None:
+        """Append ``row``; keys not seen before (e.g. evaluation metrics, which only some
+        iterations have) widen the header, rewriting the file once, atomically."""
         if self.fields is None:
             self.fields = list(row)
             with self.path.open("w", newline="") as handle:
                 csv.DictWriter(handle, self.fields).writeheader()
+        elif new := [key for key in row if key not in self.fields]:
+            self._widen(new)
         with self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, self.fields, extrasaction="ignore").writerow(
                 {k: row.get(k, "") for k in self.fields})

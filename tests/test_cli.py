@@ -136,3 +136,12 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     for ra, rb in zip(a, b, strict=True):
         assert {k: v for k, v in ra.items() if k != "time_s"} == {
             k: v for k, v in rb.items() if k != "time_s"}
+
+
+def test_periodic_evaluations_reach_progress_csv(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "rl2", "bandit", "--iterations", "5", "--run-dir", str(run),
+                 *TINY, "eval_every=2"]) == 0
+    rows = _rows(run)
+    assert [bool(r["eval_trial_return"]) for r in rows] == [False, True, False, True, False]
+    assert float(rows[1]["eval_last_episode_return"]) >= 0.0  # bandit rewards are 0 or 1
