@@ -87,10 +87,10 @@ class PEARLConfig:
     def validate(self) -> None:
         for name in ("train_tasks", "latent_dim", "hidden_size", "num_layers", "encoder_hidden",
                      "meta_batch", "batch_size", "context_batch", "episodes_per_trial",
-                     "replay_capacity"):
+                     "replay_capacity", "initial_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("initial_steps", "tasks_per_iteration", "prior_steps", "posterior_steps",
+        for name in ("tasks_per_iteration", "prior_steps", "posterior_steps",
                      "extra_posterior_steps", "gradient_steps", "exploration_episodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
