@@ -185,7 +185,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from metarl.plot import PlotError, plot_runs
 
     try:
-        result = plot_runs(args.run_dirs, args.out, x=args.x, y=args.y)
+        result = plot_runs(args.run_dirs, args.out, x=args.x, y=args.y,
+                           references=args.ref)
     except PlotError as exc:
         raise UsageError(str(exc)) from None
     labels = ", ".join(g["label"] for g in result["groups"])
@@ -278,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file, .png (or .pdf, .svg)")
     p.add_argument("--x", default="iteration", help="progress.csv column: iteration (default) "
                    "or env_steps_total")
-    p.add_argument("--y", default="trial_return", help="progress.csv column (default "
-                   "trial_return)")
+    p.add_argument("--y", nargs="+", default=["trial_return"], help="progress.csv "
+                   "column(s) (default trial_return); several share the axes")
+    p.add_argument("--ref", action="append", default=[], metavar="[LABEL=]VALUE",
+                   help="a dashed horizontal reference line, e.g. MAML-TRPO=-139 (repeatable)")
     p.set_defaults(func=cmd_plot)
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     p.add_argument("name", help=f"one of: {', '.join(sorted(BENCHMARKS))}")

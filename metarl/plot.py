@@ -4,7 +4,8 @@
 
     runs   = [read_run(d) for d in run_dirs]            # progress.csv, config.yaml, eval.json
     groups = group_runs(runs)                            # same config up to the seed
-    left:  learning curve per group (mean over seeds, min-max band), y vs x from progress.csv
+    left:  learning curve per group and y column (mean over seeds, min-max band) against x,
+           from progress.csv, with optional horizontal reference lines (published figures)
     right: adaptation curve per group from eval.json's returns_per_episode (if any run has one)
 
 Runs whose configs differ only in bookkeeping keys (seed, device, threads,
@@ -29,6 +30,7 @@ from metarl.io import atomic_path
 #: config keys that do not change what a run learns: runs differing only here are seeds
 SEED_KEYS = frozenset({"seed", "device", "threads", "checkpoint_every"})
 FORMATS = (".png", ".pdf", ".svg")
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 class PlotError(ValueError):
@@ -158,38 +160,59 @@ def adaptation_stats(group: Group) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 
 # ------------------------------------------------------------------------------ drawing
-def _draw(ax, stats, label: str, color) -> None:
+def _draw(ax, stats, label: str, color, style: str = "-") -> None:
     xs, mean, lo, hi = stats
     if len(xs) == 0:
         return
-    ax.plot(xs, mean, color=color, label=label, marker="o" if len(xs) < 20 else None,
-            markersize=3)
+    ax.plot(xs, mean, color=color, label=label, linestyle=style,
+            marker="o" if len(xs) < 20 else None, markersize=3)
     if np.any(hi > lo):
         ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0)
 
 
+def parse_reference(text: str) -> tuple[float, str]:
+    """``"VALUE"`` or ``"LABEL=VALUE"`` (e.g. ``"MAML-TRPO (published)=-139"``)."""
+    label, _, value = text.rpartition("=")
+    try:
+        return float(value), label or value
+    except ValueError:
+        raise PlotError(f"--ref {text!r} is not VALUE or LABEL=VALUE with a number VALUE, "
+                        f"e.g. MAML-TRPO=-139") from None
+
+
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, x: str = "iteration",
-              y: str = "trial_return") -> dict[str, Any]:
-    """Draw learning curves (and adaptation curves where ``eval.json`` exists) to ``out``
-    (.png, .pdf or .svg), written atomically. Returns the groups that were drawn."""
+              y: str | Sequence[str] = "trial_return", references: Sequence[str] = ()
+              ) -> dict[str, Any]:
+    """Draw learning curves of the ``y`` column(s) (and adaptation curves where
+    ``eval.json`` exists) to ``out`` (.png, .pdf or .svg), written atomically, with a dashed
+    horizontal line per reference ``"[LABEL=]VALUE"``. Returns the groups that were drawn."""
     from matplotlib.figure import Figure
 
     suffix = Path(out).suffix.lower()
     if suffix not in FORMATS:
         raise PlotError(f"--out {str(out)!r} has an unsupported extension; valid extensions: "
                         f"{', '.join(FORMATS)}")
+    columns = [y] if isinstance(y, str) else list(y)
+    lines = [parse_reference(text) for text in references]
     groups = group_runs([read_run(d) for d in run_dirs])
-    learning = [aggregate([curve(run, x, y) for run in g.runs]) for g in groups]
+    learning = [[aggregate([curve(run, x, column) for run in g.runs]) for column in columns]
+                for g in groups]
     adaptation = [adaptation_stats(g) for g in groups]
     panels = 2 if any(len(a[0]) for a in adaptation) else 1
     fig = Figure(figsize=(6.4 * panels, 4.2), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for i, group in enumerate(groups):
         color = f"C{i % 10}"
-        _draw(axes[0], learning[i], group.label, color)
+        for j, column in enumerate(columns):
+            label = group.label if len(columns) == 1 else f"{group.label}: {column}"
+            _draw(axes[0], learning[i][j], label, color, LINE_STYLES[j % len(LINE_STYLES)])
         if panels == 2:
             _draw(axes[1], adaptation[i], group.label, color)
-    _decorate(axes[0], x, y, "learning curve (mean, min-max over seeds)", legend=True)
+    for k, (value, label) in enumerate(lines):
+        axes[0].axhline(value, color=f"C{(len(groups) + k) % 10}", linestyle="--",
+                        linewidth=1, label=label)
+    ylabel = columns[0] if len(columns) == 1 else "value"
+    _decorate(axes[0], x, ylabel, "learning curve (mean, min-max over seeds)", legend=True)
     if x == "iteration":
         axes[0].xaxis.get_major_locator().set_params(integer=True)
     if panels == 2:
@@ -199,7 +222,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, x: str = "iter
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=suffix[1:], dpi=120)
     return {"out": str(out), "groups": [{"label": g.label, "runs": [str(r.path) for r in g.runs]}
-                                        for g in groups], "panels": panels}
+                                        for g in groups], "panels": panels,
+            "columns": columns, "references": [value for value, _ in lines]}
 
 
 def _decorate(ax, xlabel: str, ylabel: str, title: str, legend: bool = False) -> None:

@@ -148,12 +148,24 @@ def test_plot_cli_groups_seeds_and_writes_a_png(runs, tmp_path):
         assert png.format == "PNG" and png.size[0] > png.size[1] > 100  # two panels
 
 
+def test_plot_draws_several_columns_and_reference_lines(runs, tmp_path):
+    from metarl.plot import plot_runs
+
+    out = tmp_path / "two.png"
+    result = plot_runs(runs[:1], out, x="env_steps_total", y=["trial_return", "iteration"],
+                       references=["MAML-TRPO (published)=-139", "2.5"])
+    assert result["columns"] == ["trial_return", "iteration"]
+    assert result["references"] == [-139.0, 2.5]
+    assert out.stat().st_size > 0
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["render", "{run}", "--out", "x.avi"], "valid extensions: .gif, .mp4"),
     (["render", "{run}", "--out", "x.gif", "--tasks", "0"], "--tasks must be >= 1"),
     (["render", "/no/such/run", "--out", "x.gif"], "run dir '/no/such/run' does not exist"),
     (["plot", "{run}", "--out", "x.jpg"], "valid extensions: .png"),
     (["plot", "{run}", "--out", "x.png", "--y", "nope"], "column 'nope' is not in"),
+    (["plot", "{run}", "--out", "x.png", "--ref", "MAML=high"], "--ref 'MAML=high' is not"),
     (["plot", "/no/such/run", "--out", "x.png"], "run dir '/no/such/run' does not exist"),
     (["plot", "{tmp}", "--out", "x.png"], "has no progress.csv"),
 ])
