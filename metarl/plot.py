@@ -185,7 +185,8 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, x: str = "iter
               ) -> dict[str, Any]:
     """Draw learning curves of the ``y`` column(s) (and adaptation curves where
     ``eval.json`` exists) to ``out`` (.png, .pdf or .svg), written atomically, with a dashed
-    horizontal line per reference ``"[LABEL=]VALUE"``. Returns the groups that were drawn."""
+    horizontal line per reference ``"[LABEL=]VALUE"``. Returns the groups and the
+    labels of the learning-curve panel's lines."""
     from matplotlib.figure import Figure
 
     suffix = Path(out).suffix.lower()
@@ -223,7 +224,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, x: str = "iter
         fig.savefig(tmp, format=suffix[1:], dpi=120)
     return {"out": str(out), "groups": [{"label": g.label, "runs": [str(r.path) for r in g.runs]}
                                         for g in groups], "panels": panels,
-            "columns": columns, "references": [value for value, _ in lines]}
+            "lines": axes[0].get_legend_handles_labels()[1]}
 
 
 def _decorate(ax, xlabel: str, ylabel: str, title: str, legend: bool = False) -> None:

@@ -154,9 +154,11 @@ def test_plot_draws_several_columns_and_reference_lines(runs, tmp_path):
     out = tmp_path / "two.png"
     result = plot_runs(runs[:1], out, x="env_steps_total", y=["trial_return", "iteration"],
                        references=["MAML-TRPO (published)=-139", "2.5"])
-    assert result["columns"] == ["trial_return", "iteration"]
-    assert result["references"] == [-139.0, 2.5]
-    assert out.stat().st_size > 0
+    label = result["groups"][0]["label"]
+    assert result["lines"] == [f"{label}: trial_return", f"{label}: iteration",
+                               "MAML-TRPO (published)", "2.5"]
+    with Image.open(out) as png:
+        assert png.format == "PNG"
 
 
 @pytest.mark.parametrize("argv, needle", [
