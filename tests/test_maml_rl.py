@@ -124,6 +124,8 @@ def test_dice_inner_estimator_runs(tmp_path):
      "unknown inner_estimator 'exact'; valid: lvc, dice"),
     (["train", "maml-trpo", "point-nav", "--set", "fisher_tasks=50"],
      "fisher_tasks must be in [0, meta_batch=20], got 50"),
+    (["train", "promp", "point-nav", "--set", "init=he"],
+     "unknown init 'he'; valid: xavier, torch"),
 ])
 def test_bad_configuration_is_one_line_exit_2(argv, needle, capsys):
     assert main(argv) == 2
@@ -200,3 +202,23 @@ def test_outer_gradient_through_the_inner_step_equals_finite_differences():
                                - post.old_log_prob).exp() * post.advantages).mean(),
                              list(params.values()))
     assert not all(torch.allclose(a, b) for a, b in zip(grads, fo, strict=True))
+
+
+def test_xavier_init_matches_the_reference_code_and_torch_keeps_the_default():
+    """MAML-RL's and ProMP's code initialise Glorot-uniform weights and zero biases; the
+    "torch" option keeps PyTorch's U(±1/√fan_in) biases (non-zero)."""
+    from metarl.nn import GaussianMLP
+
+    torch.manual_seed(0)
+    xavier = GaussianMLP(17, 6, (64, 64), init="xavier")
+    for layer in (xavier.body.layers[0], xavier.body.layers[2], xavier.head.mean):
+        fan_out, fan_in = layer.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound  # uses the range, not a narrower one
+        assert torch.count_nonzero(layer.bias) == 0
+    default = GaussianMLP(17, 6, (64, 64), init="torch")
+    assert torch.count_nonzero(default.head.mean.bias) == 6
+    assert default.head.mean.weight.abs().max() <= 64 ** -0.5
+    agent = MAMLTRPOAgent(make("point-nav"), MAMLTRPOConfig(hidden_size=8))
+    assert torch.count_nonzero(agent.net.head.mean.bias) == 0  # the agents' default

@@ -25,6 +25,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 from metarl.meta.adapt import InnerLoop, LossFn, Params, adapt_batch, parameters_of
 from metarl.nn import GaussianMLP, NumpyGaussianMLP, discounted_returns, gae
 from metarl.nn.baselines import linear_baseline_values
+from metarl.nn.mlp import INITS
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
 
@@ -272,6 +273,7 @@ class AdaptationConfig:
     num_layers: int = 2
     activation: str = "relu"
     init_std: float = 1.0
+    init: str = "xavier"  # Glorot weights, zero biases (both papers' code); or "torch"
     inner_lr: float = 0.1
     inner_steps: int = 1
     discount: float = 0.99
@@ -284,6 +286,8 @@ class AdaptationConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.activation not in ("relu", "tanh"):
             raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(INITS)}")
 
 
 class GradientMetaAgent:
@@ -302,7 +306,8 @@ class GradientMetaAgent:
         self.net = GaussianMLP(int(np.prod(env.observation_space.shape)),
                                int(np.prod(env.action_space.shape)),
                                (config.hidden_size,) * config.num_layers,
-                               activation=config.activation, init_std=config.init_std)
+                               activation=config.activation, init_std=config.init_std,
+                               init=config.init)
         self.inner = InnerLoop(self.inner_loss(), steps=1, lr=config.inner_lr,
                                first_order=getattr(config, "first_order", False))
 

@@ -23,6 +23,7 @@ from metarl.policy import StatelessPolicy
 from metarl.random import BatchRNG
 
 ACTIVATIONS = {"tanh": (nn.Tanh, np.tanh), "relu": (nn.ReLU, lambda x: np.maximum(x, 0.0))}
+INITS = ("xavier", "torch")
 
 
 def _activation(name: str):
@@ -54,6 +55,22 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+def initialize_linears(module: nn.Module, init: str) -> None:
+    """Re-initialise every ``nn.Linear`` in ``module``: ``"xavier"`` (Glorot-uniform weights,
+    zero biases, as MAML-RL's and ProMP's reference code) or ``"torch"`` (keep PyTorch's
+    default, ``U(±1/√fan_in)`` weights and biases). The choice matters for gradient-based
+    meta-RL: it sets how far one inner step moves the policy (on HalfCheetah at
+    initialisation the inner step's KL is ~8× larger with Xavier for a (64, 64) tanh net)."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+    if init == "torch":
+        return
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 def numpy_mlp(layers: Sequence[tuple[np.ndarray, np.ndarray, bool]], x: np.ndarray,
               activation: str) -> np.ndarray:
     """An MLP forward pass on ``x [B, in]`` in numpy: ``layers`` are ``(weight [in, out],
@@ -78,10 +95,11 @@ class GaussianMLP(nn.Module):
     learned state-independent vector (MAML-RL, ProMP, the benchmark policy)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (64, 64),
-                 activation: str = "tanh", init_std: float = 1.0):
+                 activation: str = "tanh", init_std: float = 1.0, init: str = "torch"):
         super().__init__()
         self.body = MLP(obs_dim, hidden, activation=activation)
         self.head = GaussianHead(self.body.out_features, act_dim, init_std=init_std)
+        initialize_linears(self, init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Distribution parameters ``[..., 2 * act_dim]`` (mean, log std) for the head."""
