@@ -60,6 +60,31 @@ def test_sampling_adapts_with_the_parameters_training_differentiates(agent_and_d
     assert not torch.allclose(pre_log_prob, post.old_log_prob)  # the inner step changed π
 
 
+def test_lvc_inner_estimator_takes_the_same_step_with_different_curvature(agent_and_data):
+    """MAML-TRPO with ``inner_estimator="lvc"``: at θ = θ_old the LVC loss has the VPG loss's
+    gradient, so the adapted parameters agree; its Hessian adds the sampling term
+    E[∇log π ∇log πᵀ A], so the meta-gradient through the step differs."""
+    agent, data, _ = agent_and_data
+    lvc = MAMLTRPOAgent(agent.env, MAMLTRPOConfig(meta_batch=3, rollouts_per_task=4,
+                                                  hidden_size=8, inner_estimator="lvc"))
+    lvc.net.load_state_dict(agent.net.state_dict())
+    vpg_adapted, lvc_adapted = agent.adapted(data), lvc.adapted(data)
+    for name in vpg_adapted:
+        torch.testing.assert_close(lvc_adapted[name], vpg_adapted[name], rtol=1e-4,
+                                   atol=1e-5)
+
+    def meta_gradient(which: MAMLTRPOAgent) -> torch.Tensor:
+        post = data[-1]
+        outputs = per_task_outputs(which.net, which.adapted(data), post.observations)
+        objective = (which.net.head.log_prob(outputs, post.actions) * post.advantages
+                     * post.mask).sum()
+        grads = torch.autograd.grad(objective, list(which.net.parameters()))
+        return torch.cat([g.reshape(-1) for g in grads])
+
+    difference = (meta_gradient(lvc) - meta_gradient(agent)).norm()
+    assert difference > 1e-3 * meta_gradient(agent).norm(), float(difference)
+
+
 def test_gauss_newton_fisher_product_equals_double_backprop(agent_and_data):
     agent, data, _ = agent_and_data
     post = data[-1]
@@ -121,7 +146,7 @@ def test_dice_inner_estimator_runs(tmp_path):
 @pytest.mark.parametrize(("argv", "needle"), [
     (["train", "maml-trpo", "bandit"], "MAML-TRPO needs a continuous (Box) action space"),
     (["train", "promp", "point-nav", "--set", "inner_estimator=exact"],
-     "unknown inner_estimator 'exact'; valid: lvc, dice"),
+     "unknown inner_estimator 'exact'; valid: vpg, lvc, dice"),
     (["train", "maml-trpo", "point-nav", "--set", "fisher_tasks=50"],
      "fisher_tasks must be in [0, meta_batch=20], got 50"),
     (["train", "promp", "point-nav", "--set", "init=he"],

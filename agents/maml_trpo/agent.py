@@ -8,6 +8,10 @@ One iteration (MAML-RL, Finn et al. 2017)::
     θ'_i(θ) = θ − α ∇θ L_VPG(θ; episode 0 of task i)           (recomputed with its graph)
     L(θ)    = − mean_i E[π_θ'_i(a|s) / π_θ'_i,old(a|s) · A]     on the last episode
     θ ← TRPO step on L with KL(π_θ'_old || π_θ'_i(θ)) ≤ max_kl  (second order throughout)
+
+``inner_estimator="lvc"`` (or ``"dice"``) swaps L_VPG for ProMP's LVC (or DiCE) inner loss,
+whose curvature also credits the pre-update policy for the samples it collects (the term
+L_VPG's Hessian lacks); the default is MAML-RL's VPG.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metarl.meta import LossFn, parameters_of
+from metarl.meta import parameters_of
 from metarl.meta.rl import (
     AdaptationConfig,
     GradientMetaAgent,
@@ -26,7 +30,6 @@ from metarl.meta.rl import (
     gaussian_fisher_vector_product,
     gaussian_kl,
     per_task_outputs,
-    vpg_loss,
 )
 from metarl.nn.trpo import trpo_step
 
@@ -63,9 +66,6 @@ class MAMLTRPOAgent(GradientMetaAgent):
     """See the module docstring."""
 
     title = "MAML-TRPO"
-
-    def inner_loss(self) -> LossFn:
-        return vpg_loss(self.net)
 
     def update(self, data: list[PolicyData]) -> dict[str, float]:
         """One TRPO step on the post-update surrogate (see the module docstring)."""

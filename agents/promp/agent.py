@@ -20,14 +20,11 @@ import torch
 from torch import Tensor
 
 from metarl.envs_api import MetaEnv
-from metarl.meta import LossFn
 from metarl.meta.rl import (
     AdaptationConfig,
     GradientMetaAgent,
     PolicyData,
-    dice_loss,
     gaussian_kl,
-    lvc_loss,
     per_task_outputs,
 )
 
@@ -41,7 +38,7 @@ class ProMPConfig(AdaptationConfig):
     meta_batch: int = 40
     hidden_size: int = 64
     activation: str = "tanh"
-    inner_estimator: str = "lvc"  # or "dice"
+    inner_estimator: str = "lvc"
     lr: float = 1e-3
     ppo_epochs: int = 5
     clip: float = 0.3
@@ -53,9 +50,6 @@ class ProMPConfig(AdaptationConfig):
         super().validate()
         if self.ppo_epochs < 1:
             raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
-        if self.inner_estimator not in ("lvc", "dice"):
-            raise ValueError(f"unknown inner_estimator {self.inner_estimator!r}; valid: lvc, "
-                             "dice")
 
 
 class ProMPAgent(GradientMetaAgent):
@@ -67,11 +61,6 @@ class ProMPAgent(GradientMetaAgent):
         super().__init__(env, config, device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.kl_penalty = config.kl_penalty
-
-    def inner_loss(self) -> LossFn:
-        if self.config.inner_estimator == "lvc":
-            return lvc_loss(self.net)
-        return dice_loss(self.net, self.config.discount)
 
     def update(self, data: list[PolicyData]) -> dict[str, float]:
         """``ppo_epochs`` Adam steps on the clipped meta-objective with the KL penalty."""

@@ -149,6 +149,22 @@ def dice_loss(net: GaussianMLP, discount: float) -> LossFn:
     return loss
 
 
+INNER_ESTIMATORS = ("vpg", "lvc", "dice")
+
+
+def inner_estimator_loss(name: str, net: GaussianMLP, discount: float) -> LossFn:
+    """The inner loss of estimator ``name``: ``"vpg"`` (MAML-RL: ``-mean(log π · A)``, whose
+    Hessian misses how the pre-update samples depend on θ), ``"lvc"`` (ProMP's low-variance
+    curvature) or ``"dice"`` (unbiased to every order, higher variance)."""
+    if name == "vpg":
+        return vpg_loss(net)
+    if name == "lvc":
+        return lvc_loss(net)
+    if name == "dice":
+        return dice_loss(net, discount)
+    raise ValueError(f"unknown inner_estimator {name!r}; valid: {', '.join(INNER_ESTIMATORS)}")
+
+
 def adapt_tasks(inner: InnerLoop, params: Params, data: PolicyData, per_task: bool,
                 batched: bool = True) -> Params:
     """Per-task adapted parameters ``[N, ...]`` from shared meta-parameters (``per_task``
@@ -274,6 +290,7 @@ class AdaptationConfig:
     activation: str = "relu"
     init_std: float = 1.0
     init: str = "xavier"  # Glorot weights, zero biases (both papers' code); or "torch"
+    inner_estimator: str = "vpg"  # see inner_estimator_loss: vpg, lvc or dice
     inner_lr: float = 0.1
     inner_steps: int = 1
     discount: float = 0.99
@@ -288,6 +305,9 @@ class AdaptationConfig:
             raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; valid: {', '.join(INITS)}")
+        if self.inner_estimator not in INNER_ESTIMATORS:
+            raise ValueError(f"unknown inner_estimator {self.inner_estimator!r}; valid: "
+                             f"{', '.join(INNER_ESTIMATORS)}")
 
 
 class GradientMetaAgent:
@@ -312,7 +332,9 @@ class GradientMetaAgent:
                                first_order=getattr(config, "first_order", False))
 
     def inner_loss(self) -> LossFn:
-        raise NotImplementedError
+        """The inner step's loss on one task's data (``config.inner_estimator``)."""
+        return inner_estimator_loss(self.config.inner_estimator, self.net,
+                                    self.config.discount)
 
     def update(self, data: list[PolicyData]) -> dict[str, float]:
         """The outer update from the episodes of the meta-batch (last = post-update)."""
