@@ -60,7 +60,7 @@ def initialize_linears(module: nn.Module, init: str) -> None:
     zero biases, as MAML-RL's and ProMP's reference code) or ``"torch"`` (keep PyTorch's
     default, ``U(±1/√fan_in)`` weights and biases). The choice matters for gradient-based
     meta-RL: it sets how far one inner step moves the policy (on HalfCheetah at
-    initialisation the inner step's KL is ~8× larger with Xavier for a (64, 64) tanh net)."""
+    initialisation the inner step's KL is ~7× larger with Xavier for a (64, 64) tanh net)."""
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
     if init == "torch":
