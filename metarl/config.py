@@ -39,7 +39,7 @@ class TrainerConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     eval_tasks: int = 100
     device: str = "cpu"
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op and numpy BLAS threads; 0 = their defaults
 
 
 @dataclass

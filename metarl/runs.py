@@ -18,6 +18,7 @@ from metarl import agents, envs
 from metarl.config import ConfigError, RunConfig, build_config, load_yaml
 from metarl.envs_api import MetaEnv
 from metarl.io import CheckpointError, atomic_write_text, load_checkpoint
+from metarl.threads import set_threads
 from metarl.training import Trainer, latest_checkpoint
 
 
@@ -74,7 +75,7 @@ def default_run_dir(config: RunConfig) -> Path:
 
 def make_agent(config: RunConfig, env: MetaEnv):
     if config.trainer.threads:
-        torch.set_num_threads(config.trainer.threads)
+        set_threads(config.trainer.threads)
     torch.manual_seed(config.trainer.seed)
     try:
         return agents.build(config.agent, env, config.agent_config, device=config.trainer.device)

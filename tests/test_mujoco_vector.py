@@ -147,7 +147,7 @@ def test_benchmark_policy_samples_batched_mujoco_envs():
 
     env = make("cheetah-crippled", horizon=5)
     policy = benchmark_policy(17, 6)
-    sampler = LocalSampler(env, torch_threads=1)
+    sampler = LocalSampler(env, threads=1)
     rollouts = sampler.sample(policy, env.split_tasks("train", 3), episodes=2, seed=0)
     assert rollouts.shape == (3, 1, 2, 5) and rollouts.extras["log_prob"].shape == (3, 1, 2, 5)
     assert rollouts.observations.flags.c_contiguous and rollouts.truncated[..., -1].all()

@@ -97,7 +97,7 @@ def run(env: str = "cheetah-vel", workers: int = 2, tasks: int = 20, episodes: i
     task_list = gym_env.split_tasks("train", tasks)
     policy = benchmark_policy(int(np.prod(gym_env.observation_space.shape)),
                               int(np.prod(gym_env.action_space.shape)))
-    local = LocalSampler(make(env, **kwargs), torch_threads=1)  # as each Ray worker
+    local = LocalSampler(make(env, **kwargs), threads=1)  # as each Ray worker
     started_ray = not ray.is_initialized()
     if started_ray:  # room for every worker, even beyond the cores
         ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +10,7 @@ import torch
 from metarl.envs_api import MetaEnv, SerialVectorEnv, VectorMetaEnv
 from metarl.policy import Policy
 from metarl.random import BatchRNG
+from metarl.threads import limited_threads
 from metarl.types import Rollouts, Task, Transition
 
 #: ``on_reset(episode, venv)``: called after the environments were reset for ``episode``
@@ -57,15 +57,16 @@ class LocalSampler:
     ``venv.envs[i].render()`` works); pass ``on_reset``/``on_step`` to :meth:`sample` to
     grab frames.
 
-    ``torch_threads`` (e.g. 1) sets torch's intra-op threads while sampling (restored after):
-    a small policy's per-step forward is slower with several threads, much slower when the
-    cores are busy (RaySampler's workers run with one); ``None`` leaves torch as it is.
+    ``threads`` (e.g. 1) sets torch's intra-op and numpy's BLAS threads while sampling
+    (restored after): a small policy's per-step forward is slower with several threads, much
+    slower when the cores are busy (RaySampler's workers run with one); ``None`` leaves them
+    as they are.
     """
 
-    def __init__(self, env: MetaEnv, render: bool = False, torch_threads: int | None = None):
+    def __init__(self, env: MetaEnv, render: bool = False, threads: int | None = None):
         self.env = env
         self.render = render
-        self.torch_threads = torch_threads
+        self.threads = threads
         self._vector: VectorMetaEnv | None = None
 
     def _vector_env(self, num_envs: int) -> VectorMetaEnv:
@@ -93,7 +94,7 @@ class LocalSampler:
         ``on_reset(episode, venv)`` runs after each episode's reset and
         ``on_step(transition, venv)`` after each step (e.g. to render frames); neither may
         change the environments."""
-        with _torch_threads(self.torch_threads):
+        with limited_threads(self.threads):
             return self._sample(policy, tuple(tasks), trials, episodes, seed, task_offset,
                                 on_reset, on_step)
 
@@ -145,20 +146,6 @@ class LocalSampler:
             if not alive.any():
                 break
         return state
-
-
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` torch intra-op threads (``None``: unchanged)."""
-    previous = torch.get_num_threads()
-    if threads is None or threads == previous:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def rendering_vector_env(env: MetaEnv, num_envs: int) -> SerialVectorEnv:

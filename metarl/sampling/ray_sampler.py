@@ -23,12 +23,11 @@ def _worker_class():
     @ray.remote(num_cpus=1)
     class SamplerWorker:
         def __init__(self, env_name: str, env_kwargs: dict, threads: int = 1):
-            import torch
-
             from metarl.envs import make
             from metarl.sampling.local import LocalSampler
+            from metarl.threads import set_threads
 
-            torch.set_num_threads(threads)
+            set_threads(threads)
             self.sampler = LocalSampler(make(env_name, **env_kwargs))
 
         def sample(self, policy, tasks, trials, episodes, seed, task_offset):
