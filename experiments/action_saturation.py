@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from report_table import print_table
 
 from metarl.nn import GaussianMLPPolicy
 from metarl.runs import load
@@ -46,14 +47,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| run | iteration | σ | mean abs(μ) / bound | saturated fraction |")
-    print("|---|---|---|---|---|")
-    for run_dir in args.runs:
-        for checkpoint in sorted((run_dir / "checkpoints").glob("*.pt")):
-            r = saturation(run_dir, checkpoint, args.tasks, args.trials)
-            print(f"| {run_dir.name} | {r['iteration']} | {r['sigma']:.3f} | "
-                  f"{r['mean_abs_mu_over_bound']:.2f} | {r['saturated_fraction']:.3f} |")
-
+    print_table(
+        ["run", "iteration", "σ", "mean abs(μ) / bound", "saturated fraction"],
+        ([run_dir.name, r["iteration"], f"{r['sigma']:.3f}", f"{r['mean_abs_mu_over_bound']:.2f}",
+          f"{r['saturated_fraction']:.3f}"]
+         for run_dir in args.runs
+         for r in (saturation(run_dir, checkpoint, args.tasks, args.trials)
+                   for checkpoint in sorted((run_dir / "checkpoints").glob("*.pt")))))
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ import argparse
 
 import numpy as np
 import torch
+from report_table import print_table
 
 from metarl.envs import make
 from metarl.meta import InnerLoop, parameters_of
@@ -32,10 +33,10 @@ def inner_step_size(env_name: str, activation: str, width: int, init: str, tasks
     net = GaussianMLP(int(np.prod(env.observation_space.shape)),
                       int(np.prod(env.action_space.shape)), (width, width),
                       activation=activation, init=init)
-    rollouts_ = LocalSampler(env).sample(
+    episodes = LocalSampler(env).sample(
         GaussianMLPPolicy(net), env.sample_tasks(tasks, np.random.default_rng(seed)),
         trials=rollouts, episodes=1, seed=seed + 1)
-    data = episode_data(rollouts_, 0, discount=0.99, gae_lambda=1.0)
+    data = episode_data(episodes, 0, discount=0.99, gae_lambda=1.0)
     adapted = adapt_tasks(InnerLoop(vpg_loss(net), steps=1, lr=inner_lr),
                           parameters_of(net), data, per_task=False)
     with torch.no_grad():
@@ -58,15 +59,14 @@ def main() -> None:
     parser.add_argument("--inner-lr", type=float, default=0.1)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print("| policy | init | KL(π_θ ‖ π_θ') | mean |Δμ| | surrogate gain |")
-    print("|---|---|---|---|---|")
+    rows = []
     for activation, width in (("tanh", 64), ("relu", 100)):
         for init in ("torch", "xavier"):
             r = inner_step_size(args.env, activation, width, init, args.tasks, args.rollouts,
                                 args.inner_lr)
-            print(f"| ({width}, {width}) {activation} | {init} | {r['kl']:.4f} | "
-                  f"{r['mean_shift']:.4f} | {r['surrogate_gain']:.4f} |")
-
+            rows.append([f"({width}, {width}) {activation}", init, f"{r['kl']:.4f}",
+                         f"{r['mean_shift']:.4f}", f"{r['surrogate_gain']:.4f}"])
+    print_table(["policy", "init", "KL(π_θ ‖ π_θ')", "mean abs(Δμ)", "surrogate gain"], rows)
 
 if __name__ == "__main__":
     main()

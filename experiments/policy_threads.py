@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from report_table import print_table
 
 from metarl.benchmarks.sampler import benchmark_policy
 from metarl.random import BatchRNG
@@ -32,14 +33,13 @@ def microseconds_per_call(rows: int, calls: int = 400) -> float:
 
 
 def main() -> None:
-    print("| rows | default BLAS threads (µs) | one BLAS thread (µs) |")
-    print("|---|---|---|")
-    for rows in (20, 200, 800):
-        default = microseconds_per_call(rows)
+    rows = []
+    for size in (20, 200, 800):
+        default = microseconds_per_call(size)
         with limited_threads(1):
-            single = microseconds_per_call(rows)
-        print(f"| {rows} | {default:.0f} | {single:.0f} |")
-
+            single = microseconds_per_call(size)
+        rows.append([size, f"{default:.0f}", f"{single:.0f}"])
+    print_table(["rows", "default BLAS threads (µs)", "one BLAS thread (µs)"], rows)
 
 if __name__ == "__main__":
     main()
