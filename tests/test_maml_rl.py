@@ -137,6 +137,15 @@ def test_smoke_runs_and_adaptation_curve(agent, env, tmp_path, capsys):
     assert len(result["returns_per_episode"]) == 3  # pre-update, one step, two steps
 
 
+@pytest.mark.parametrize("agent", ["maml-trpo", "promp"])
+@pytest.mark.parametrize("env", ["point-nav", "cheetah-dir", "cheetah-vel", "ant-dir"])
+def test_every_preset_trains_one_tiny_iteration(agent, env, tmp_path):
+    """The papers' presets (network, estimator, optimiser) run as given, on tiny batches."""
+    assert main(["train", "--config", f"{agent}/{env}", "--iterations", "1", "--run-dir",
+                 str(tmp_path / "run"), "--set", "env.horizon=5", *TINY[agent]]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "iter_000001.pt").is_file()
+
+
 def test_dice_inner_estimator_runs(tmp_path):
     assert main(["train", "promp", "point-nav", "--iterations", "1", "--run-dir",
                  str(tmp_path / "dice"), "--set", "env.horizon=5", "inner_estimator=dice",
