@@ -163,8 +163,8 @@ def dice_scale(rewards: Tensor, values: Tensor, mask: Tensor, discount: float) -
     advantages = (returns - values) * mask
     mean = advantages.sum() / count
     std = (((advantages - mean) * mask).square().sum() / count).sqrt()
-    episodes = count / mask.sum(-1).gt(0).sum().clamp_min(1)
-    return episodes * (std + 1e-8)
+    steps_per_episode = count / mask.sum(-1).gt(0).sum().clamp_min(1)
+    return steps_per_episode * (std + 1e-8)
 
 
 INNER_ESTIMATORS = ("vpg", "lvc", "dice")
