@@ -2,8 +2,8 @@
 
 At a checkpoint, samples ``--tasks`` tasks x the run's rollouts per task with the adapting
 policy (pre- and post-update episodes), then for every task computes the gradient of the
-post-update surrogate ``mean(log π_θ'(a|s) · A)`` w.r.t. θ through the inner step θ'(θ), once
-first-order (θ' treated as θ + const) and once second-order with each inner estimator. The
+post-update surrogate ``mean(log π_θ'(a|s) · A)`` w.r.t. θ through the inner step θ'(θ) of
+each inner estimator, once first-order (θ' treated as θ + const) and once second-order. The
 second-order part is their difference. Per estimator the table gives the norm of its mean
 over tasks, the norm of its standard error (per-coordinate std over tasks / √tasks) and the
 signal left after removing the noise's expected contribution, ``sqrt(max(0, |mean|² −
@@ -72,10 +72,12 @@ def measure(run_dir: Path, checkpoint: Path | None, tasks: int, seed: int
         trials=cfg.rollouts_per_task, episodes=cfg.inner_steps + 1, seed=seed + 1)
     data = [episode_data(rollouts, k, cfg.discount, cfg.gae_lambda)
             for k in range(cfg.inner_steps + 1)]
-    first = task_gradients(agent, data, "vpg", first_order=True)
-    rows = [[run_dir.name, run.iteration, "first-order part",
-             *(f"{x:.3f}" for x in signal_and_noise(first))]]
+    rows = []
     for estimator in INNER_ESTIMATORS:
+        first = task_gradients(agent, data, estimator, first_order=True)
+        if estimator != "lvc":  # LVC's first-order step is VPG's (same gradient at θ_old)
+            rows.append([run_dir.name, run.iteration, f"first-order part, {estimator}",
+                         *(f"{x:.3f}" for x in signal_and_noise(first))])
         second = task_gradients(agent, data, estimator, first_order=False) - first
         rows.append([run_dir.name, run.iteration, f"second-order part, {estimator}",
                      *(f"{x:.3f}" for x in signal_and_noise(second))])
