@@ -104,8 +104,7 @@ def test_dice_inner_step_has_the_scale_of_the_vpg_step():
                                               hidden_size=8))
     data, _ = collect(env, agent.policy(), LocalSampler(env), np.random.default_rng(0),
                       2, 4, 1, 0.99, 1.0)
-    task = data[0].tasks(slice(0, 1)).as_tuple()
-    task = tuple(x[0] for x in task)
+    task = tuple(x[0] for x in data[0].tasks(slice(0, 1)).as_tuple())  # one task's episodes
     params = parameters_of(agent.net)
 
     def gradient_norm(estimator: str) -> float:
