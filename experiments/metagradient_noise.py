@@ -72,10 +72,12 @@ def measure(run_dir: Path, checkpoint: Path | None, tasks: int, seed: int
         trials=cfg.rollouts_per_task, episodes=cfg.inner_steps + 1, seed=seed + 1)
     data = [episode_data(rollouts, k, cfg.discount, cfg.gae_lambda)
             for k in range(cfg.inner_steps + 1)]
-    rows = []
+    rows, first_order = [], {}
     for estimator in INNER_ESTIMATORS:
-        first = task_gradients(agent, data, estimator, first_order=True)
-        if estimator != "lvc":  # LVC's first-order step is VPG's (same gradient at θ_old)
+        if estimator == "lvc":  # LVC's first-order step is VPG's (same gradient at θ_old)
+            first = first_order["vpg"]
+        else:
+            first = first_order[estimator] = task_gradients(agent, data, estimator, True)
             rows.append([run_dir.name, run.iteration, f"first-order part, {estimator}",
                          *(f"{x:.3f}" for x in signal_and_noise(first))])
         second = task_gradients(agent, data, estimator, first_order=False) - first
