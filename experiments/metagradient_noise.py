@@ -22,15 +22,15 @@ import numpy as np
 import torch
 from report_table import print_table
 from torch import Tensor
+from torch.func import grad, vmap
 
 from metarl.meta import parameters_of
 from metarl.meta.rl import (
     INNER_ESTIMATORS,
     PolicyData,
-    adapt_through,
     episode_data,
     inner_estimator_loss,
-    per_task_outputs,
+    log_probs,
 )
 from metarl.runs import load
 from metarl.sampling import LocalSampler
@@ -38,22 +38,21 @@ from metarl.sampling import LocalSampler
 
 def task_gradients(agent, data: list[PolicyData], estimator: str, first_order: bool
                    ) -> Tensor:
-    """``[tasks, parameters]``: each task's post-update surrogate gradient w.r.t. θ."""
+    """``[tasks, parameters]``: each task's post-update surrogate gradient w.r.t. θ (one
+    vmapped ``grad`` over the task dimension)."""
     net, cfg = agent.net, agent.config
     inner = dataclasses.replace(agent.inner, first_order=first_order,
                                 loss=inner_estimator_loss(estimator, net, cfg.discount))
-    rows = []
-    for task in range(data[0].mask.shape[0]):
-        episodes = [d.tasks(slice(task, task + 1)) for d in data]
-        params = parameters_of(net)
-        adapted = adapt_through(inner, params, episodes[:-1])
-        post = episodes[-1]
-        log_prob = net.head.log_prob(per_task_outputs(net, adapted, post.observations),
-                                     post.actions)
-        surrogate = (log_prob * post.advantages * post.mask).sum() / post.mask.sum()
-        grads = torch.autograd.grad(surrogate, list(params.values()))
-        rows.append(torch.cat([g.reshape(-1) for g in grads]))
-    return torch.stack(rows)
+
+    def surrogate(params, pre: tuple[Tensor, ...], post: tuple[Tensor, ...]) -> Tensor:
+        obs, actions, advantages, mask = post[:4]
+        log_prob = log_probs(net, inner(params, pre), obs, actions)
+        return (log_prob * advantages * mask).sum() / mask.sum()
+
+    params = {n: p.detach() for n, p in parameters_of(net).items()}
+    grads = vmap(grad(surrogate), in_dims=(None, 0, 0), randomness="same")(
+        params, data[0].as_tuple(), data[-1].as_tuple())
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], 1)
 
 
 def signal_and_noise(grads: Tensor) -> tuple[float, float, float]:
