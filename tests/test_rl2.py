@@ -1,10 +1,12 @@
 """RL²: hidden state across episodes, input encoding, update sanity."""
 
 import numpy as np
+import pytest
 import torch
 
 from metarl.agents.rl2 import RL2Agent, RL2Config
 from metarl.envs import make
+from metarl.nn import LayerNormGRU
 from metarl.random import BatchRNG
 from metarl.sampling import LocalSampler
 
@@ -40,12 +42,13 @@ def test_hidden_state_kept_between_episodes_and_reset_between_trials():
     assert fresh.hidden.abs().sum() == 0  # a new trial starts from zeros
 
 
-def test_sequence_recomputation_matches_sampling():
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_sequence_recomputation_matches_sampling(layer_norm):
     """Log-probs recomputed over whole trials equal the ones sampled step by step: the
     hidden state flows across episode boundaries exactly as during sampling."""
     for name in ("tabular-mdp", "maze"):
         env = make(name)
-        agent = _agent(env, episodes_per_trial=3)
+        agent = _agent(env, episodes_per_trial=3, layer_norm=layer_norm)
         r = LocalSampler(env).sample(agent.policy(), env.split_tasks("train", 4), trials=2,
                                      episodes=3, seed=2)
         seq = r.trial_sequences()
@@ -84,3 +87,17 @@ def test_update_improves_surrogate_and_is_deterministic():
     assert m1 == m2
     assert all(torch.equal(a, b) for a, b in zip(p1, p2, strict=True))
     assert m1["policy_loss"] < 0.05 and np.isfinite(m1["value_loss"])
+
+
+def test_layer_norm_gru_is_invariant_to_weight_scale_and_keeps_memory():
+    torch.manual_seed(0)
+    gru = LayerNormGRU(5, 8)
+    x, h0 = torch.randn(3, 6, 5), torch.randn(1, 3, 8)
+    out, h = gru(x, h0)
+    assert out.shape == (3, 6, 8) and torch.equal(out[:, -1], h[0])
+    with torch.no_grad():  # layer norm undoes any scaling of the projections
+        gru.input_proj.weight.mul_(7.0)
+        gru.hidden_proj.weight.mul_(0.3)
+    assert torch.allclose(gru(x, h0)[0], out, atol=1e-3)  # up to the norms' epsilon
+    gru.update_bias = 50.0  # update gate shut: the state is carried unchanged
+    assert torch.allclose(gru(x, h0)[1], h0, atol=1e-6)

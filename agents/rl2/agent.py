@@ -11,7 +11,15 @@ from gymnasium import spaces
 from torch import nn
 
 from metarl.envs_api import MetaEnv
-from metarl.nn import CategoricalHead, RunningNorm, gae, make_head, masked_mean, ppo_clip_loss
+from metarl.nn import (
+    CategoricalHead,
+    LayerNormGRU,
+    RunningNorm,
+    gae,
+    make_head,
+    masked_mean,
+    ppo_clip_loss,
+)
 from metarl.random import BatchRNG
 from metarl.sampling import Sampler
 from metarl.types import Task, Transition, TrialSequences
@@ -37,6 +45,7 @@ class RL2Config:
     normalize_advantages: bool = True
     normalize_values: bool = True  # value net predicts standardised returns
     lr_decay_iterations: int = 0  # >0: learning rates decay linearly to 10% over this many
+    layer_norm: bool = False  # layer-normalised GRU (metarl.nn.LayerNormGRU) instead of nn.GRU
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -51,9 +60,11 @@ class RL2Config:
 class RecurrentNet(nn.Module):
     """GRU over the RL² input features, followed by a linear output (or an action head)."""
 
-    def __init__(self, input_size: int, hidden_size: int, output: nn.Module):
+    def __init__(self, input_size: int, hidden_size: int, output: nn.Module,
+                 layer_norm: bool = False):
         super().__init__()
-        self.gru = nn.GRU(input_size, hidden_size, batch_first=True)
+        self.gru = (LayerNormGRU(input_size, hidden_size) if layer_norm
+                    else nn.GRU(input_size, hidden_size, batch_first=True))
         self.output = output
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
@@ -165,9 +176,11 @@ class RL2Agent:
         obs_size = _flat_obs_size(env.observation_space)
         head = make_head(config.hidden_size, env.action_space)
         self.inputs = RL2Inputs(obs_size, head, config.reward_scale)
-        self.policy_net = RecurrentNet(self.inputs.size, config.hidden_size, head).to(self.device)
+        self.policy_net = RecurrentNet(self.inputs.size, config.hidden_size, head,
+                                       config.layer_norm).to(self.device)
         self.value_net = RecurrentNet(self.inputs.size, config.hidden_size,
-                                      nn.Linear(config.hidden_size, 1)).to(self.device)
+                                      nn.Linear(config.hidden_size, 1),
+                                      config.layer_norm).to(self.device)
         self.policy_opt = torch.optim.Adam(self.policy_net.parameters(), lr=config.lr)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
         self.value_norm = RunningNorm().to(self.device)
