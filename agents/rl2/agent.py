@@ -46,6 +46,7 @@ class RL2Config:
     normalize_values: bool = True  # value net predicts standardised returns
     lr_decay_iterations: int = 0  # >0: learning rates decay linearly to 10% over this many
     layer_norm: bool = False  # layer-normalised GRU (metarl.nn.LayerNormGRU) instead of nn.GRU
+    previous_observation: bool = False  # also feed the observation the last action was taken in
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -81,35 +82,47 @@ def _flat_obs_size(space: spaces.Space) -> int:
 
 
 class RL2Inputs:
-    """Builds the GRU input ``[obs, encode(prev action), prev reward, episode-start]``."""
+    """Builds the GRU input ``[obs, encode(prev action), prev reward, episode-start]``.
 
-    def __init__(self, obs_size: int, head: nn.Module, reward_scale: float):
+    With ``previous_observation`` the observation the previous action was taken in is
+    appended, so that the whole last transition ``(s, a, r, s')`` arrives in one input
+    (the paper's input has only ``s'``: the network must remember ``s`` itself).
+    """
+
+    def __init__(self, obs_size: int, head: nn.Module, reward_scale: float,
+                 previous_observation: bool = False):
         self.obs_size, self.head, self.reward_scale = obs_size, head, reward_scale
-        self.size = obs_size + head.action_features + 2
+        self.previous_observation = previous_observation
+        self.size = obs_size * (2 if previous_observation else 1) + head.action_features + 2
 
-    def build(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
-              episode_start: torch.Tensor, has_prev: torch.Tensor) -> torch.Tensor:
+    def build(self, obs: torch.Tensor, prev_obs: torch.Tensor, prev_action: torch.Tensor,
+              prev_reward: torch.Tensor, episode_start: torch.Tensor, has_prev: torch.Tensor
+              ) -> torch.Tensor:
         """All arguments share leading dims; ``has_prev`` zeroes the previous-step features
         at the first step of a trial."""
         a = self.head.encode(prev_action) * has_prev.unsqueeze(-1)
         r = (prev_reward * self.reward_scale * has_prev).unsqueeze(-1)
-        return torch.cat([obs.float(), a, r, episode_start.float().unsqueeze(-1)], dim=-1)
+        parts = [obs.float(), a, r, episode_start.float().unsqueeze(-1)]
+        if self.previous_observation:
+            parts.append(prev_obs.float() * has_prev.unsqueeze(-1))
+        return torch.cat(parts, dim=-1)
 
     def from_sequences(self, seq: TrialSequences) -> torch.Tensor:
         """Inputs for packed trials ``[R, L, F]`` (previous action/reward shifted by one)."""
         obs = torch.as_tensor(seq.observations).reshape(*seq.mask.shape, self.obs_size)
         actions = torch.as_tensor(seq.actions)
         rewards = torch.as_tensor(seq.rewards, dtype=torch.float32)
-        prev_a = torch.roll(actions, 1, dims=1)
-        prev_r = torch.roll(rewards, 1, dims=1)
+        prev_o, prev_a, prev_r = (torch.roll(v, 1, dims=1) for v in (obs, actions, rewards))
         has_prev = torch.ones(seq.mask.shape)
         has_prev[:, 0] = 0.0
-        return self.build(obs, prev_a, prev_r, torch.as_tensor(seq.episode_start), has_prev)
+        return self.build(obs, prev_o, prev_a, prev_r, torch.as_tensor(seq.episode_start),
+                          has_prev)
 
 
 @dataclass
 class _TrialState:
     hidden: torch.Tensor  # [1, B, H]
+    prev_obs: torch.Tensor  # [B, obs_size]: where prev_action was taken
     prev_action: torch.Tensor
     prev_reward: torch.Tensor
     episode_start: torch.Tensor  # bool [B]
@@ -133,6 +146,7 @@ class RL2Policy:
         dtype = torch.long if discrete else torch.float32
         return _TrialState(
             hidden=torch.zeros(1, b, h, device=self.device),
+            prev_obs=torch.zeros(b, self.inputs.obs_size, device=self.device),
             prev_action=torch.zeros((b, *action_shape), dtype=dtype, device=self.device),
             prev_reward=torch.zeros(b, device=self.device),
             episode_start=torch.ones(b, dtype=torch.bool, device=self.device),
@@ -141,7 +155,7 @@ class RL2Policy:
         )
 
     def act(self, obs: torch.Tensor, state: _TrialState):
-        x = self.inputs.build(obs.reshape(obs.shape[0], -1), state.prev_action,
+        x = self.inputs.build(obs.reshape(obs.shape[0], -1), state.prev_obs, state.prev_action,
                               state.prev_reward, state.episode_start, state.has_prev)
         params, hidden = self.net(x.unsqueeze(1), state.hidden)
         head = self.net.output
@@ -156,6 +170,9 @@ class RL2Policy:
         action = torch.as_tensor(step.actions, device=self.device).to(state.prev_action.dtype)
         vmask = valid.view(-1, *([1] * (action.dim() - 1)))
         state.prev_action = torch.where(vmask, action, state.prev_action)
+        obs = torch.as_tensor(step.observations, dtype=torch.float32, device=self.device)
+        state.prev_obs = torch.where(valid.view(-1, 1), obs.reshape(len(obs), -1),
+                                     state.prev_obs)
         reward = torch.as_tensor(step.rewards, dtype=torch.float32, device=self.device)
         state.prev_reward = torch.where(valid, reward, state.prev_reward)
         state.episode_start = torch.where(valid, torch.zeros_like(valid), state.episode_start)
@@ -175,7 +192,8 @@ class RL2Agent:
         self.device = torch.device(device)
         obs_size = _flat_obs_size(env.observation_space)
         head = make_head(config.hidden_size, env.action_space)
-        self.inputs = RL2Inputs(obs_size, head, config.reward_scale)
+        self.inputs = RL2Inputs(obs_size, head, config.reward_scale,
+                                config.previous_observation)
         self.policy_net = RecurrentNet(self.inputs.size, config.hidden_size, head,
                                        config.layer_norm).to(self.device)
         self.value_net = RecurrentNet(self.inputs.size, config.hidden_size,
