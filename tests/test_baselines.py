@@ -8,8 +8,10 @@ from metarl.baselines import (
     BASELINES,
     GittinsPolicy,
     OracleMDPPolicy,
+    PosteriorMeanMDPPolicy,
     PSRLPolicy,
     RandomPolicy,
+    StepwisePosteriorMeanPolicy,
     ThompsonSamplingPolicy,
     UCB1Policy,
     belief_value,
@@ -207,3 +209,24 @@ def test_registry_builds_policies_that_do_not_read_tasks(env_name, baseline):
         obs[:, 0] = 1.0
         action, _, _ = policy.act(obs, state)
         assert action.shape == (8,)
+
+
+@pytest.mark.parametrize("myopic", [False, True])
+def test_stepwise_greedy_uses_a_reward_within_the_episode(myopic):
+    """After action 3 pays 5 in state 0 (prior mean 1), the stepwise planners take it again
+    at once; the per-episode planner keeps its plan until the episode ends."""
+    obs = np.zeros((2, 10), dtype=np.float32)
+    obs[:, 0] = 1.0
+    step = Transition(obs, np.array([3, 3]), np.array([5.0, 5.0]), obs, np.zeros(2, bool),
+                      np.zeros(2, bool), np.ones(2, bool), 0, 0)
+    stepwise = StepwisePosteriorMeanPolicy(10, 5, 10, myopic=myopic)
+    per_episode = PosteriorMeanMDPPolicy(10, 5, 10)
+    tasks = [Task("tabular-mdp", {})] * 2
+    for policy in (stepwise, per_episode):
+        state = policy.reset(tasks, 1, BatchRNG(0, np.arange(2)))
+        first, state, _ = policy.act(torch.as_tensor(obs), state)
+        second, _, _ = policy.act(torch.as_tensor(obs), policy.observe(state, step))
+        if policy is stepwise:
+            assert second.tolist() == [3, 3]
+        else:
+            assert second.tolist() == first.tolist() != [3, 3]

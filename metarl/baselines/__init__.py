@@ -12,6 +12,7 @@ distribution and trials of ``episodes`` episodes; randomness comes from the samp
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from metarl.baselines._common import RandomPolicy
 from metarl.baselines.bandits import (
@@ -29,6 +30,7 @@ from metarl.baselines.tabular import (
     OracleMDPPolicy,
     PosteriorMeanMDPPolicy,
     PSRLPolicy,
+    StepwisePosteriorMeanPolicy,
     TabularPosterior,
     finite_horizon_q,
 )
@@ -50,6 +52,8 @@ BASELINES: dict[str, dict[str, Factory]] = {
     "tabular-mdp": {
         "random": RandomPolicy.from_env,
         "greedy": PosteriorMeanMDPPolicy.from_env,
+        "greedy-stepwise": StepwisePosteriorMeanPolicy.from_env,
+        "greedy-myopic": partial(StepwisePosteriorMeanPolicy.from_env, myopic=True),
         "psrl": PSRLPolicy.from_env,
         "oracle": OracleMDPPolicy.from_env,
     },
@@ -58,6 +62,6 @@ BASELINES: dict[str, dict[str, Factory]] = {
 __all__ = [
     "BASELINES", "ArmCounts", "BanditPolicy", "EpsilonGreedyPolicy", "GittinsPolicy",
     "GreedyPolicy", "OracleMDPPolicy", "PSRLPolicy", "PosteriorMeanMDPPolicy", "RandomPolicy",
-    "TabularPosterior", "ThompsonSamplingPolicy", "UCB1Policy", "belief_value",
-    "finite_horizon_q", "gittins_index", "gittins_table", "run_policy",
+    "StepwisePosteriorMeanPolicy", "TabularPosterior", "ThompsonSamplingPolicy", "UCB1Policy",
+    "belief_value", "finite_horizon_q", "gittins_index", "gittins_table", "run_policy",
 ]

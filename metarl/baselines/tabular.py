@@ -138,8 +138,12 @@ class PSRLPolicy(_GreedyPlanner):
         """The MDP to follow in the next episode."""
         return posterior.sample(rng)
 
+    def plan(self, rewards: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+        """``q [B, T, S, A]`` to follow in the MDP ``(rewards, transitions)``."""
+        return finite_horizon_q(rewards, transitions, self.horizon)
+
     def _plan(self, posterior: TabularPosterior, rng: BatchRNG) -> PlannerState:
-        q = finite_horizon_q(*self.draw(posterior, rng), self.horizon)
+        q = self.plan(*self.draw(posterior, rng))
         return PlannerState(q=q, step=0, posterior=posterior, rng=rng)
 
     def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> PlannerState:
@@ -159,6 +163,30 @@ class PosteriorMeanMDPPolicy(PSRLPolicy):
 
     def draw(self, posterior: TabularPosterior, rng: BatchRNG) -> tuple[np.ndarray, np.ndarray]:
         return posterior.mean_mdp()
+
+
+class StepwisePosteriorMeanPolicy(PosteriorMeanMDPPolicy):
+    """Certainty equivalence replanned after every step, so that a reward is used as soon
+    as it is seen (:class:`PosteriorMeanMDPPolicy` keeps its plan for the whole episode).
+
+    ``myopic=True`` ignores the transitions and maximises the posterior-mean immediate
+    reward: in each state, the action with the best observed mean, untried actions counting
+    as the prior mean.
+    """
+
+    def __init__(self, states: int, actions: int, horizon: int, myopic: bool = False,
+                 **prior: float):
+        super().__init__(states, actions, horizon, **prior)
+        self.myopic = myopic
+
+    def plan(self, rewards: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+        if self.myopic:
+            return np.repeat(rewards[:, None], self.horizon, axis=1)
+        return super().plan(rewards, transitions)
+
+    def observe(self, state: PlannerState, step: Transition) -> PlannerState:
+        replanned = self._plan(state.posterior.update(step), state.rng)
+        return replace(replanned, step=state.step)
 
 
 class OracleMDPPolicy(_GreedyPlanner):
