@@ -102,3 +102,13 @@ def test_layer_norm_gru_is_invariant_to_weight_scale_and_keeps_memory():
     assert torch.allclose(gru(x, h0)[0], out, atol=1e-3)  # up to the norms' epsilon
     gru.update_bias = 50.0  # update gate shut: the state is carried unchanged
     assert torch.allclose(gru(x, h0)[1], h0, atol=1e-6)
+
+
+def test_chrono_init_spreads_memory_timescales_over_the_trial():
+    torch.manual_seed(0)
+    gru = LayerNormGRU(3, 200, max_timescale=100)
+    timescales = torch.exp(-gru.input_gate_norm.bias[:200]).detach()
+    assert gru.update_bias == 0.0
+    assert 1.0 <= timescales.min() < 10.0 and 90.0 < timescales.max() <= 100.0
+    agent = _agent(make("tabular-mdp"), layer_norm=True, chrono_init=True, episodes_per_trial=4)
+    assert torch.exp(-agent.policy_net.gru.input_gate_norm.bias).max() <= 40.0  # 4 x 10 steps

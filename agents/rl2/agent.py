@@ -47,12 +47,15 @@ class RL2Config:
     lr_decay_iterations: int = 0  # >0: learning rates decay linearly to 10% over this many
     layer_norm: bool = False  # layer-normalised GRU (metarl.nn.LayerNormGRU) instead of nn.GRU
     previous_observation: bool = False  # also feed the observation the last action was taken in
+    chrono_init: bool = False  # layer_norm only: update-gate timescales ~ U[1, trial length]
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
                      "minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.chrono_init and not self.layer_norm:
+            raise ValueError("chrono_init needs layer_norm=true (it initialises LayerNormGRU)")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")
@@ -62,10 +65,10 @@ class RecurrentNet(nn.Module):
     """GRU over the RL² input features, followed by a linear output (or an action head)."""
 
     def __init__(self, input_size: int, hidden_size: int, output: nn.Module,
-                 layer_norm: bool = False):
+                 layer_norm: bool = False, max_timescale: int | None = None):
         super().__init__()
-        self.gru = (LayerNormGRU(input_size, hidden_size) if layer_norm
-                    else nn.GRU(input_size, hidden_size, batch_first=True))
+        self.gru = (LayerNormGRU(input_size, hidden_size, max_timescale=max_timescale)
+                    if layer_norm else nn.GRU(input_size, hidden_size, batch_first=True))
         self.output = output
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
@@ -194,11 +197,12 @@ class RL2Agent:
         head = make_head(config.hidden_size, env.action_space)
         self.inputs = RL2Inputs(obs_size, head, config.reward_scale,
                                 config.previous_observation)
+        timescale = _trial_length(env, config) if config.chrono_init else None
         self.policy_net = RecurrentNet(self.inputs.size, config.hidden_size, head,
-                                       config.layer_norm).to(self.device)
+                                       config.layer_norm, timescale).to(self.device)
         self.value_net = RecurrentNet(self.inputs.size, config.hidden_size,
                                       nn.Linear(config.hidden_size, 1),
-                                      config.layer_norm).to(self.device)
+                                      config.layer_norm, timescale).to(self.device)
         self.policy_opt = torch.optim.Adam(self.policy_net.parameters(), lr=config.lr)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
         self.value_norm = RunningNorm().to(self.device)
@@ -295,6 +299,11 @@ class RL2Agent:
         self.policy_opt.load_state_dict(state["policy_opt"])
         self.value_opt.load_state_dict(state["value_opt"])
         self.iteration = int(state["iteration"])
+
+
+def _trial_length(env: MetaEnv, config: RL2Config) -> int:
+    """The longest trial, in steps."""
+    return config.episodes_per_trial * env.max_episode_steps
 
 
 def _step(optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor,

@@ -14,12 +14,17 @@ class LayerNormGRU(nn.Module):
     over long trials. Duan et al. (2016) used weight normalisation in RL²'s GRU for the same
     purpose. ``update_bias`` is subtracted from the update-gate pre-activation, so a fresh
     network keeps most of its memory at every step (the "forget bias" of LSTMs).
+    ``max_timescale`` instead draws each unit's update-gate bias from the chrono
+    initialisation (Tallec & Ollivier 2018): unit ``i`` starts with a memory of ``T_i ~
+    U[1, max_timescale]`` steps (bias ``-log T_i``), so some units remember a whole trial
+    from the first iteration on.
 
     ``forward(inputs [B, L, F], hidden [1, B, H] | None) -> (outputs [B, L, H], hidden
     [1, B, H])``, as ``nn.GRU(batch_first=True)``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, update_bias: float = 1.0):
+    def __init__(self, input_size: int, hidden_size: int, update_bias: float = 1.0,
+                 max_timescale: int | None = None):
         super().__init__()
         self.input_size, self.hidden_size, self.update_bias = input_size, hidden_size, update_bias
         self.input_proj = nn.Linear(input_size, 3 * hidden_size, bias=False)
@@ -31,6 +36,11 @@ class LayerNormGRU(nn.Module):
         nn.init.xavier_uniform_(self.input_proj.weight)
         for chunk in self.hidden_proj.weight.data.chunk(3, dim=0):
             nn.init.orthogonal_(chunk)
+        if max_timescale is not None:
+            timescales = torch.empty(hidden_size).uniform_(1.0, max(float(max_timescale), 1.0))
+            with torch.no_grad():  # the update gate's half of the gate norm's shift
+                self.input_gate_norm.bias[:hidden_size] = -torch.log(timescales)
+            self.update_bias = 0.0
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
