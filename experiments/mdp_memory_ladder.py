@@ -1,0 +1,96 @@
+"""How much memory the tabular-MDP task needs: simple heuristics that remember more and more,
+on the held-out tasks of the RL² table (``split_tasks("test", N, seed=0)``).
+
+    python experiments/mdp_memory_ladder.py                 # n = 10, 1000 tasks, 10 trials
+
+Rungs: random; win-stay/lose-shift (remembers the last step only: repeat the last action
+if its reward beat the prior mean 1, else act at random); myopic greedy that forgets at
+every episode start; myopic greedy over the whole trial (``greedy-myopic`` of
+``metarl.baselines``). An RL² policy's trial return can be read against this ladder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from report_table import print_table
+
+from metarl import envs
+from metarl.baselines import RandomPolicy, StepwisePosteriorMeanPolicy, TabularPosterior, run_policy
+from metarl.baselines.tabular import PlannerState
+from metarl.random import BatchRNG
+from metarl.types import Rollouts, Task, Transition
+
+
+@dataclass(frozen=True)
+class LastStep:
+    """The last action and reward of every environment (``has_prev`` False at the start)."""
+
+    rng: BatchRNG
+    action: np.ndarray
+    reward: np.ndarray
+    has_prev: np.ndarray
+
+
+class WinStayLoseShift:
+    """Repeat the last action if its reward was above ``threshold``, else act at random."""
+
+    def __init__(self, actions: int, threshold: float = 1.0):
+        self.actions, self.threshold = actions, threshold
+
+    def reset(self, tasks: list[Task], trials: int, rng: BatchRNG) -> LastStep:
+        zeros = np.zeros(rng.size)
+        return LastStep(rng, zeros.astype(np.int64), zeros, zeros.astype(bool))
+
+    def act(self, obs: torch.Tensor, state: LastStep):
+        stay = state.has_prev & (state.reward > self.threshold)
+        action = np.where(stay, state.action, state.rng.integers(self.actions))
+        return torch.as_tensor(action), state, {}
+
+    def observe(self, state: LastStep, step: Transition) -> LastStep:
+        valid = np.asarray(step.valid)
+        return replace(state, action=np.where(valid, step.actions, state.action),
+                       reward=np.where(valid, step.rewards, state.reward),
+                       has_prev=state.has_prev | valid)
+
+    def end_episode(self, state: LastStep, episode: Rollouts) -> LastStep:
+        return state
+
+
+class EpisodeMemoryMyopic(StepwisePosteriorMeanPolicy):
+    """Myopic greedy whose posterior is reset at every episode start."""
+
+    def end_episode(self, state: PlannerState, episode: Rollouts) -> PlannerState:
+        empty = TabularPosterior.empty(state.rng.size, self.states, self.actions, **self.prior)
+        return self._plan(empty, state.rng)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=10)
+    args = parser.parse_args()
+    env = envs.make("tabular-mdp")
+    s, a, h = env.num_states, env.num_actions, env.max_episode_steps
+    ladder = {
+        "random": RandomPolicy(a),
+        "win-stay/lose-shift (last step)": WinStayLoseShift(a),
+        "myopic greedy, memory within an episode": EpisodeMemoryMyopic(s, a, h, myopic=True),
+        "myopic greedy, memory over the trial": StepwisePosteriorMeanPolicy(s, a, h, myopic=True),
+    }
+    tasks = env.split_tasks("test", args.tasks, seed=0)
+    rows = []
+    for name, policy in ladder.items():
+        returns = run_policy(policy, env, tasks, args.episodes, trials=args.trials, seed=0)
+        per_task = returns.mean(axis=1)
+        se = per_task.std(ddof=1) / np.sqrt(len(per_task))
+        rows.append((name, f"{per_task.mean():.2f} ± {se:.2f}"))
+    print_table([f"heuristic (n = {args.episodes})", "trial return ± s.e."], rows)
+
+
+if __name__ == "__main__":
+    main()
