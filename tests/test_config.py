@@ -40,10 +40,13 @@ def test_agent_prefix_and_flat_round_trip():
     assert again.to_flat() == flat
 
 
-def test_load_round_trip_gives_identical_policy(tmp_path, capsys):
+@pytest.mark.parametrize("variant", [[], ["layer_norm=true", "chrono_init=true",
+                                           "previous_observation=true"]])
+def test_load_round_trip_gives_identical_policy(tmp_path, capsys, variant):
     run = tmp_path / "run"
     assert main(["train", "rl2", "tabular-mdp", "--iterations", "1", "--run-dir", str(run),
-                 "--set", "tasks_per_iteration=4", "hidden_size=8", "eval_tasks=3"]) == 0
+                 "--set", "tasks_per_iteration=4", "hidden_size=8", "eval_tasks=3",
+                 *variant]) == 0
     capsys.readouterr()
     first, second = metarl.load(run), metarl.load(run)
     assert first.iteration == 1 and first.config.env == "tabular-mdp"
