@@ -19,7 +19,7 @@ import torch
 from report_table import print_table
 
 from metarl import envs
-from metarl.baselines import RandomPolicy, StepwisePosteriorMeanPolicy, TabularPosterior, run_policy
+from metarl.baselines import RandomPolicy, StepwisePosteriorMeanPolicy, run_policy
 from metarl.baselines.tabular import PlannerState
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
@@ -64,8 +64,7 @@ class EpisodeMemoryMyopic(StepwisePosteriorMeanPolicy):
     """Myopic greedy whose posterior is reset at every episode start."""
 
     def end_episode(self, state: PlannerState, episode: Rollouts) -> PlannerState:
-        empty = TabularPosterior.empty(state.rng.size, self.states, self.actions, **self.prior)
-        return self._plan(empty, state.rng)
+        return self.reset([], 1, state.rng)  # the prior again
 
 
 def main() -> None:

@@ -44,14 +44,18 @@ def task_gradients(agent, data: list[PolicyData], estimator: str, first_order: b
     inner = dataclasses.replace(agent.inner, first_order=first_order,
                                 loss=inner_estimator_loss(estimator, net, cfg.discount))
 
-    def surrogate(params, pre: tuple[Tensor, ...], post: tuple[Tensor, ...]) -> Tensor:
+    def surrogate(params, pre: tuple[tuple[Tensor, ...], ...], post: tuple[Tensor, ...]
+                  ) -> Tensor:
+        for episode in pre:  # one inner step per pre-update episode
+            params = inner(params, episode)
         obs, actions, advantages, mask = post[:4]
-        log_prob = log_probs(net, inner(params, pre), obs, actions)
+        log_prob = log_probs(net, params, obs, actions)
         return (log_prob * advantages * mask).sum() / mask.sum()
 
     params = {n: p.detach() for n, p in parameters_of(net).items()}
+    pre = tuple(d.as_tuple() for d in data[:-1])
     grads = vmap(grad(surrogate), in_dims=(None, 0, 0), randomness="same")(
-        params, data[0].as_tuple(), data[-1].as_tuple())
+        params, pre, data[-1].as_tuple())
     return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], 1)
 
 

@@ -180,8 +180,9 @@ class StepwisePosteriorMeanPolicy(PosteriorMeanMDPPolicy):
         self.myopic = myopic
 
     def plan(self, rewards: np.ndarray, transitions: np.ndarray) -> np.ndarray:
-        if self.myopic:
-            return np.repeat(rewards[:, None], self.horizon, axis=1)
+        if self.myopic:  # the same immediate rewards at every step to go (a view)
+            return np.broadcast_to(rewards[:, None], (len(rewards), self.horizon,
+                                                      *rewards.shape[1:]))
         return super().plan(rewards, transitions)
 
     def observe(self, state: PlannerState, step: Transition) -> PlannerState:
