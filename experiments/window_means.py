@@ -27,8 +27,11 @@ def main() -> None:
     args = parser.parse_args()
     progress = read_progress(Path(args.run_dir) / "progress.csv")
     rows = len(progress["iteration"]) if args.limit is None else args.limit
-    steps, minutes = progress["env_steps_total"][rows - 1], progress["time_s"][:rows].sum() / 60
-    print(f"{args.run_dir}: {rows} iterations, {steps / 1e6:.1f}M env steps, {minutes:.1f} min")
+    steps, times = progress["env_steps_total"][rows - 1], progress["time_s"][:rows]
+    longest = int(np.argmax(times))
+    print(f"{args.run_dir}: {rows} iterations, {steps / 1e6:.1f}M env steps, "
+          f"{times.sum() / 60:.1f} min (median {np.median(times):.1f} s per iteration, "
+          f"longest {times[longest]:.1f} s at iteration {longest})")
     for start in range(0, rows, args.window):
         stop = min(start + args.window, rows)
         means = " / ".join(f"{np.nanmean(progress[c][start:stop]):.1f}" for c in args.columns)

@@ -197,7 +197,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------- bench
 BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sampler",
               "inner-loop": "metarl.benchmarks.inner_loop",
-              "sac-update": "metarl.benchmarks.sac_update"}
+              "sac-update": "metarl.benchmarks.sac_update",
+              "rl2-update": "metarl.benchmarks.rl2_update"}
 #: bench options passed to a benchmark's ``run`` as keywords (when given)
 BENCH_OPTIONS = ("env", "workers", "tasks", "episodes")
 

@@ -112,3 +112,17 @@ def test_chrono_init_spreads_memory_timescales_over_the_trial():
     assert 1.0 <= timescales.min() < 10.0 and 90.0 < timescales.max() <= 100.0
     agent = _agent(make("tabular-mdp"), layer_norm=True, chrono_init=True, episodes_per_trial=4)
     assert torch.exp(-agent.policy_net.gru.input_gate_norm.bias).max() <= 40.0  # 4 x 10 steps
+
+
+def test_rl2_update_benchmark_reports_both_cores(capsys):
+    import json
+
+    from metarl.cli import main
+
+    assert main(["bench", "rl2-update", "--tasks", "4", "--episodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for core in ("gru", "layer_norm_gru"):
+        timings = result[core]
+        assert timings["update_ms"] > 0 and timings["core_forward_backward_ms"] > 0
+        assert 0 < timings["sample_share"] < 1
+    assert result["core_ratio"] > 0 and result["tasks"] == 4

@@ -21,14 +21,12 @@ the others'. ``higher`` / ``torchopt`` figures are ``null`` when not installed
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from metarl.benchmarks import median_ms
 from metarl.fewshot.models import RegressionMLP
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.meta import InnerLoop, maml_losses, parameters_of, supervised_loss
@@ -75,17 +73,6 @@ def with_torchopt(model: nn.Module, batch, inner_lr: float) -> Gradients:
         (_mse(model(batch.query_x[i]), batch.query_y[i]) / tasks).backward()
         torchopt.recover_state_dict(model, initial)
     return [p.grad for p in model.parameters()]
-
-
-def median_ms(step: Callable[[], Gradients], repeats: int) -> float:
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def run(tasks: int = 25, shots: int = 10, inner_lr: float = 0.01, repeats: int = 20) -> dict:

@@ -15,29 +15,16 @@ default; ``ratio = pearl_update_ms / sb3_sac_update_ms`` (goal ≤ 1.2).
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
-from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from metarl.agents.pearl import PEARLAgent, PEARLConfig
+from metarl.benchmarks import median_ms
 from metarl.envs import make
 
 OBS_DIM, ACTION_DIM, LATENT_DIM = 17, 6, 5  # HalfCheetah-v5, PEARL's latent size
-
-
-def _median_ms(step: Callable[[], None], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def pearl_update_ms(meta_batch: int, batch_size: int, context_batch: int, hidden: int,
@@ -53,7 +40,7 @@ def pearl_update_ms(meta_batch: int, batch_size: int, context_batch: int, hidden
         agent.replay.add(task, transitions)
         agent.encoder_replay.add(task, transitions)
     tasks = np.arange(meta_batch)
-    return _median_ms(lambda: agent.update(tasks, rng), repeats, warmup)
+    return median_ms(lambda: agent.update(tasks, rng), repeats, warmup)
 
 
 def sb3_sac_update_ms(batch: int, hidden: int, repeats: int, warmup: int,
@@ -73,7 +60,7 @@ def sb3_sac_update_ms(batch: int, hidden: int, repeats: int, warmup: int,
         model.replay_buffer.add(data["observations"][i], data["next_observations"][i],
                                 data["actions"][i], data["rewards"][i:i + 1],
                                 data["terminated"][i:i + 1].astype(bool), [{}])
-    return _median_ms(lambda: model.train(gradient_steps=1, batch_size=batch), repeats, warmup)
+    return median_ms(lambda: model.train(gradient_steps=1, batch_size=batch), repeats, warmup)
 
 
 def _random_transitions(rng: np.random.Generator, n: int, obs_dim: int = OBS_DIM

@@ -1,0 +1,64 @@
+"""Where an RL² iteration's time goes, with nn.GRU and with the layer-normalised GRU.
+
+On the MDP n = 10 preset's sizes (tabular-mdp, 250 trials of ``episodes`` × 10 steps, GRU
+of 256 units, one torch thread): the time to sample one iteration's trials, the time of
+one PPO update (5 epochs × 4 minibatches, policy and value nets), the share of sampling in
+the iteration, and one forward-backward pass of the bare recurrent core over a minibatch
+(62 trials). Medians of ``repeats`` calls after one warm-up.
+
+    metarl bench rl2-update [--tasks 250] [--episodes 10] [--json]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metarl.agents.rl2 import RL2Agent, RL2Config
+from metarl.benchmarks import median_ms
+from metarl.envs import make
+from metarl.sampling import LocalSampler
+
+
+def core_timings(layer_norm: bool, tasks: int, episodes: int, repeats: int) -> dict:
+    env = make("tabular-mdp")
+    torch.manual_seed(0)
+    agent = RL2Agent(env, RL2Config(episodes_per_trial=episodes, tasks_per_iteration=tasks,
+                                    layer_norm=layer_norm))
+    sampler, task_list = LocalSampler(env), env.sample_tasks(tasks, np.random.default_rng(0))
+
+    def sample():
+        return sampler.sample(agent.policy(), task_list, episodes=episodes, seed=0)
+
+    sequences = sample().trial_sequences()
+    inputs = agent.inputs.from_sequences(sequences)[: max(1, tasks // 4)]
+
+    def core_pass():
+        outputs, _ = agent.policy_net.gru(inputs)
+        outputs.sum().backward()
+
+    sample_ms = median_ms(sample, repeats, warmup=1)
+    update_ms = median_ms(lambda: agent.update(sequences), repeats, warmup=1)
+    return {"sample_ms": round(sample_ms, 1), "update_ms": round(update_ms, 1),
+            "sample_share": round(sample_ms / (sample_ms + update_ms), 3),
+            "core_forward_backward_ms": round(median_ms(core_pass, repeats, warmup=1), 1)}
+
+
+def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1) -> dict:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = {name: core_timings(name == "layer_norm_gru", tasks, episodes, repeats)
+                  for name in ("gru", "layer_norm_gru")}
+    finally:
+        torch.set_num_threads(previous)
+    result["core_ratio"] = round(result["layer_norm_gru"]["core_forward_backward_ms"]
+                                 / result["gru"]["core_forward_backward_ms"], 2)
+    result.update(tasks=tasks, episodes=episodes, threads=threads)
+    return result
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))
