@@ -197,7 +197,8 @@ class RL2Agent:
         head = make_head(config.hidden_size, env.action_space)
         self.inputs = RL2Inputs(obs_size, head, config.reward_scale,
                                 config.previous_observation)
-        timescale = _trial_length(env, config) if config.chrono_init else None
+        trial_steps = config.episodes_per_trial * env.max_episode_steps
+        timescale = trial_steps if config.chrono_init else None
         self.policy_net = RecurrentNet(self.inputs.size, config.hidden_size, head,
                                        config.layer_norm, timescale).to(self.device)
         self.value_net = RecurrentNet(self.inputs.size, config.hidden_size,
@@ -299,11 +300,6 @@ class RL2Agent:
         self.policy_opt.load_state_dict(state["policy_opt"])
         self.value_opt.load_state_dict(state["value_opt"])
         self.iteration = int(state["iteration"])
-
-
-def _trial_length(env: MetaEnv, config: RL2Config) -> int:
-    """The longest trial, in steps."""
-    return config.episodes_per_trial * env.max_episode_steps
 
 
 def _step(optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor,
