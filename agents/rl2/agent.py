@@ -237,8 +237,7 @@ class RL2Agent:
         rewards = torch.as_tensor(seq.rewards, dtype=torch.float32, device=dev) * cfg.reward_scale
         mask = torch.as_tensor(seq.mask, device=dev)
         with torch.no_grad():
-            params, _ = self.policy_net(x)
-            old_log_prob = self.policy_net.output.log_prob(params, actions)
+            old_log_prob = self._behaviour_log_prob(seq, x, actions)
             values = self._values(x)
             advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
             if cfg.normalize_values:
@@ -277,6 +276,16 @@ class RL2Agent:
         for opt, lr in ((self.policy_opt, cfg.lr), (self.value_opt, cfg.value_lr)):
             for group in opt.param_groups:
                 group["lr"] = lr * scale
+
+    def _behaviour_log_prob(self, seq: TrialSequences, x: torch.Tensor,
+                            actions: torch.Tensor) -> torch.Tensor:
+        """Log-probs of the sampled actions: the ones recorded while sampling (a forward pass
+        over the whole batch saved), else recomputed over the packed trials."""
+        if "log_prob" in seq.extras:
+            return torch.as_tensor(seq.extras["log_prob"], dtype=torch.float32,
+                                   device=self.device)
+        params, _ = self.policy_net(x)
+        return self.policy_net.output.log_prob(params, actions)
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
         """State values in reward units (the net predicts standardised ones)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -45,22 +46,24 @@ class LayerNormGRU(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, length, _ = inputs.shape
-        h = (inputs.new_zeros(batch, self.hidden_size) if hidden is None else hidden[0])
-        # the input projections of every step in one matmul
-        x_gates, x_cand = self.input_proj(inputs).split(
-            [2 * self.hidden_size, self.hidden_size], dim=-1)
-        # unbind once: slicing step t inside the loop would make the backward pass zero-fill
-        # and accumulate a full [B, L, 3H] gradient per step
-        x_gates = self.input_gate_norm(x_gates).unbind(1)
-        x_cand = self.input_cand_norm(x_cand).unbind(1)
+        size = self.hidden_size
+        h = (inputs.new_zeros(batch, size) if hidden is None else hidden[0])
+        # Gate and candidate rows of each projection are sliced once, outside the time loop:
+        # each matmul then writes a contiguous output for its layer norm, where splitting one
+        # [B, 3H] output would copy it for the norm and concatenate its gradient, every step.
+        w_x, w_h = self.input_proj.weight, self.hidden_proj.weight
+        w_h_gates, w_h_cand = w_h[: 2 * size], w_h[2 * size:]
+        # the input projections of every step in one matmul each; unbinding them once keeps
+        # the backward pass from zero-filling a full [B, L, 3H] gradient per step
+        x_gates = self.input_gate_norm(F.linear(inputs, w_x[: 2 * size])).unbind(1)
+        x_cand = self.input_cand_norm(F.linear(inputs, w_x[2 * size:])).unbind(1)
         outputs = []
         for t in range(length):
-            h_gates, h_cand = self.hidden_proj(h).split(
-                [2 * self.hidden_size, self.hidden_size], dim=-1)
-            update, reset = (x_gates[t] + self.hidden_gate_norm(h_gates)).chunk(2, dim=-1)
+            gates = x_gates[t] + self.hidden_gate_norm(h @ w_h_gates.T)
+            update, reset = gates.chunk(2, dim=-1)
             update = torch.sigmoid(update - self.update_bias)
             candidate = torch.tanh(x_cand[t] + torch.sigmoid(reset)
-                                   * self.hidden_cand_norm(h_cand))
+                                   * self.hidden_cand_norm(h @ w_h_cand.T))
             h = (1.0 - update) * h + update * candidate
             outputs.append(h)
         return torch.stack(outputs, dim=1), h.unsqueeze(0)
