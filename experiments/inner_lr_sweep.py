@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from report_table import print_table
+from run_arguments import add_run_arguments, parse_run_arguments
 
 from metarl.evaluation import evaluate
 from metarl.runs import load
@@ -40,13 +41,10 @@ def sweep(run_dir: Path, checkpoint: Path | None, lrs: list[float], tasks: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--checkpoint", type=Path, help="one checkpoint (with one run)")
+    add_run_arguments(parser)
     parser.add_argument("--lrs", nargs="+", type=float, default=[0.05, 0.1, 0.2, 0.4])
     parser.add_argument("--tasks", type=int, default=20)
-    args = parser.parse_args()
-    if args.checkpoint and len(args.runs) > 1:
-        parser.error("--checkpoint needs exactly one run")
+    args = parse_run_arguments(parser)
     torch.set_num_threads(1)
     print_table(
         ["run", "iteration", "inner lr", "pre-update", "after 1 step", "gain"],

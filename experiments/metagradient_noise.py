@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from report_table import print_table
+from run_arguments import add_run_arguments, parse_run_arguments
 from torch import Tensor
 from torch.func import grad, vmap
 
@@ -91,13 +92,10 @@ def measure(run_dir: Path, checkpoint: Path | None, tasks: int, seed: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--checkpoint", type=Path, help="one checkpoint (with one run)")
+    add_run_arguments(parser)
     parser.add_argument("--tasks", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    if args.checkpoint and len(args.runs) > 1:
-        parser.error("--checkpoint needs exactly one run")
+    args = parse_run_arguments(parser)
     torch.set_num_threads(1)
     print_table(["run", "iteration", "meta-gradient", "norm of mean", "norm of std. error",
                  "signal"],
