@@ -173,9 +173,10 @@ class RL2Policy:
         action = torch.as_tensor(step.actions, device=self.device).to(state.prev_action.dtype)
         vmask = valid.view(-1, *([1] * (action.dim() - 1)))
         state.prev_action = torch.where(vmask, action, state.prev_action)
-        obs = torch.as_tensor(step.observations, dtype=torch.float32, device=self.device)
-        state.prev_obs = torch.where(valid.view(-1, 1), obs.reshape(len(obs), -1),
-                                     state.prev_obs)
+        if self.inputs.previous_observation:  # else the input never reads it
+            obs = torch.as_tensor(step.observations, dtype=torch.float32, device=self.device)
+            state.prev_obs = torch.where(valid.view(-1, 1), obs.reshape(len(obs), -1),
+                                         state.prev_obs)
         reward = torch.as_tensor(step.rewards, dtype=torch.float32, device=self.device)
         state.prev_reward = torch.where(valid, reward, state.prev_reward)
         state.episode_start = torch.where(valid, torch.zeros_like(valid), state.episode_start)
