@@ -2,11 +2,13 @@
 on the held-out tasks of the RL² table (``split_tasks("test", N, seed=0)``).
 
     python experiments/mdp_memory_ladder.py                 # n = 10, 1000 tasks, 10 trials
+    python experiments/mdp_memory_ladder.py --rl2 RUN_DIR   # and trained RL² runs beside it
 
 Rungs: random; win-stay/lose-shift (remembers the last step only: repeat the last action
 if its reward beat the prior mean 1, else act at random); myopic greedy that forgets at
 every episode start; myopic greedy over the whole trial (``greedy-myopic`` of
-``metarl.baselines``). An RL² policy's trial return can be read against this ladder.
+``metarl.baselines``). An RL² policy's trial return can be read against this ladder; the
+first- and last-episode columns show how much of it comes from memory across episodes.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import numpy as np
 import torch
 from report_table import print_table
 
+import metarl
 from metarl import envs
-from metarl.baselines import RandomPolicy, StepwisePosteriorMeanPolicy, run_policy
+from metarl.baselines import RandomPolicy, StepwisePosteriorMeanPolicy, run_policy_episodes
 from metarl.baselines.tabular import PlannerState
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
@@ -72,6 +75,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--rl2", nargs="*", default=[], metavar="RUN_DIR",
+                        help="trained RL² runs (tabular-mdp) to place on the ladder")
     args = parser.parse_args()
     env = envs.make("tabular-mdp")
     s, a, h = env.num_states, env.num_actions, env.max_episode_steps
@@ -81,14 +86,20 @@ def main() -> None:
         "myopic greedy, memory within an episode": EpisodeMemoryMyopic(s, a, h, myopic=True),
         "myopic greedy, memory over the trial": StepwisePosteriorMeanPolicy(s, a, h, myopic=True),
     }
+    for run_dir in args.rl2:
+        run = metarl.load(run_dir)
+        ladder[f"RL², {run_dir} @ {run.iteration}"] = run.agent.policy()
     tasks = env.split_tasks("test", args.tasks, seed=0)
     rows = []
     for name, policy in ladder.items():
-        returns = run_policy(policy, env, tasks, args.episodes, trials=args.trials, seed=0)
-        per_task = returns.mean(axis=1)
+        returns = run_policy_episodes(policy, env, tasks, args.episodes, trials=args.trials,
+                                      seed=0)
+        per_task = returns.sum(axis=-1).mean(axis=1)
         se = per_task.std(ddof=1) / np.sqrt(len(per_task))
-        rows.append((name, f"{per_task.mean():.2f} ± {se:.2f}"))
-    print_table([f"heuristic (n = {args.episodes})", "trial return ± s.e."], rows)
+        first, last = returns[..., 0].mean(), returns[..., -1].mean()
+        rows.append((name, f"{per_task.mean():.2f} ± {se:.2f}", f"{first:.2f}", f"{last:.2f}"))
+    print_table([f"heuristic (n = {args.episodes})", "trial return ± s.e.", "first episode",
+                 "last episode"], rows)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from metarl.baselines.bandits import (
     ThompsonSamplingPolicy,
     UCB1Policy,
 )
-from metarl.baselines.evaluate import run_policy
+from metarl.baselines.evaluate import run_policy, run_policy_episodes
 from metarl.baselines.gittins import belief_value, gittins_index, gittins_table
 from metarl.baselines.tabular import (
     OracleMDPPolicy,
@@ -64,4 +64,5 @@ __all__ = [
     "GreedyPolicy", "OracleMDPPolicy", "PSRLPolicy", "PosteriorMeanMDPPolicy", "RandomPolicy",
     "StepwisePosteriorMeanPolicy", "TabularPosterior", "ThompsonSamplingPolicy", "UCB1Policy",
     "belief_value", "finite_horizon_q", "gittins_index", "gittins_table", "run_policy",
+    "run_policy_episodes",
 ]
