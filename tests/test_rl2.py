@@ -42,14 +42,16 @@ def test_hidden_state_kept_between_episodes_and_reset_between_trials():
     assert fresh.hidden.abs().sum() == 0  # a new trial starts from zeros
 
 
-@pytest.mark.parametrize("layer_norm, previous_observation", [(False, False), (True, True)])
-def test_sequence_recomputation_matches_sampling(layer_norm, previous_observation):
+@pytest.mark.parametrize("layer_norm, previous_observation, head_hidden",
+                         [(False, False, 0), (True, True, 0), (True, False, 16)])
+def test_sequence_recomputation_matches_sampling(layer_norm, previous_observation, head_hidden):
     """Log-probs recomputed over whole trials equal the ones sampled step by step: the
     hidden state flows across episode boundaries exactly as during sampling."""
     for name in ("tabular-mdp", "maze"):
         env = make(name)
         agent = _agent(env, episodes_per_trial=3, layer_norm=layer_norm,
-                       previous_observation=previous_observation)
+                       previous_observation=previous_observation, head_hidden=head_hidden)
+        assert (agent.policy_net.head_layer is None) == (head_hidden == 0)
         r = LocalSampler(env).sample(agent.policy(), env.split_tasks("train", 4), trials=2,
                                      episodes=3, seed=2)
         seq = r.trial_sequences()

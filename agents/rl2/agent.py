@@ -48,12 +48,16 @@ class RL2Config:
     layer_norm: bool = False  # layer-normalised GRU (metarl.nn.LayerNormGRU) instead of nn.GRU
     previous_observation: bool = False  # also feed the observation the last action was taken in
     chrono_init: bool = False  # layer_norm only: update-gate timescales ~ U[1, trial length]
+    head_hidden: int = 0  # >0: a ReLU layer over [GRU state, GRU input] before the outputs
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
                      "minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be >= 0 (0: linear outputs), got "
+                             f"{self.head_hidden}")
         if self.chrono_init and not self.layer_norm:
             raise ValueError("chrono_init needs layer_norm=true (it initialises LayerNormGRU)")
         if self.minibatches > self.tasks_per_iteration:
@@ -62,19 +66,29 @@ class RL2Config:
 
 
 class RecurrentNet(nn.Module):
-    """GRU over the RL² input features, followed by a linear output (or an action head)."""
+    """GRU over the RL² input features, followed by a linear output (or an action head).
+
+    With ``head_hidden`` > 0 a ReLU layer over ``[GRU state, GRU input]`` comes first: the
+    outputs can then depend jointly on the memory and the current input (e.g. look up what
+    was learnt about the current state), which a linear read-out of the state cannot.
+    """
 
     def __init__(self, input_size: int, hidden_size: int, output: nn.Module,
-                 layer_norm: bool = False, max_timescale: int | None = None):
+                 layer_norm: bool = False, max_timescale: int | None = None,
+                 head_hidden: int = 0):
         super().__init__()
         self.gru = (LayerNormGRU(input_size, hidden_size, max_timescale=max_timescale)
                     if layer_norm else nn.GRU(input_size, hidden_size, batch_first=True))
+        self.head_layer = (nn.Sequential(nn.Linear(hidden_size + input_size, head_hidden),
+                                         nn.ReLU()) if head_hidden else None)
         self.output = output
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``inputs [B, L, F]`` → ``(outputs [B, L, ...], hidden [1, B, H])``."""
         features, hidden = self.gru(inputs, hidden)
+        if self.head_layer is not None:
+            features = self.head_layer(torch.cat([features, inputs], dim=-1))
         return self.output(features), hidden
 
 
@@ -195,16 +209,16 @@ class RL2Agent:
         self.env, self.config = env, config
         self.device = torch.device(device)
         obs_size = _flat_obs_size(env.observation_space)
-        head = make_head(config.hidden_size, env.action_space)
+        features = config.head_hidden or config.hidden_size
+        head = make_head(features, env.action_space)
         self.inputs = RL2Inputs(obs_size, head, config.reward_scale,
                                 config.previous_observation)
         trial_steps = config.episodes_per_trial * env.max_episode_steps
-        timescale = trial_steps if config.chrono_init else None
-        self.policy_net = RecurrentNet(self.inputs.size, config.hidden_size, head,
-                                       config.layer_norm, timescale).to(self.device)
-        self.value_net = RecurrentNet(self.inputs.size, config.hidden_size,
-                                      nn.Linear(config.hidden_size, 1),
-                                      config.layer_norm, timescale).to(self.device)
+        core = dict(input_size=self.inputs.size, hidden_size=config.hidden_size,
+                    layer_norm=config.layer_norm, head_hidden=config.head_hidden,
+                    max_timescale=trial_steps if config.chrono_init else None)
+        self.policy_net = RecurrentNet(output=head, **core).to(self.device)
+        self.value_net = RecurrentNet(output=nn.Linear(features, 1), **core).to(self.device)
         self.policy_opt = torch.optim.Adam(self.policy_net.parameters(), lr=config.lr)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
         self.value_norm = RunningNorm().to(self.device)
