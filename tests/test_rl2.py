@@ -6,7 +6,7 @@ import torch
 
 from metarl.agents.rl2 import RL2Agent, RL2Config
 from metarl.envs import make
-from metarl.nn import LayerNormGRU
+from metarl.nn import LayerNormGRU, LayerNormLSTM
 from metarl.random import BatchRNG
 from metarl.sampling import LocalSampler
 
@@ -42,15 +42,18 @@ def test_hidden_state_kept_between_episodes_and_reset_between_trials():
     assert fresh.hidden.abs().sum() == 0  # a new trial starts from zeros
 
 
-@pytest.mark.parametrize("layer_norm, previous_observation, head_hidden",
-                         [(False, False, 0), (True, True, 0), (True, False, 16)])
-def test_sequence_recomputation_matches_sampling(layer_norm, previous_observation, head_hidden):
+@pytest.mark.parametrize("layer_norm, previous_observation, head_hidden, cell",
+                         [(False, False, 0, "gru"), (True, True, 0, "gru"),
+                          (True, False, 16, "gru"), (True, False, 0, "lstm")])
+def test_sequence_recomputation_matches_sampling(layer_norm, previous_observation, head_hidden,
+                                                 cell):
     """Log-probs recomputed over whole trials equal the ones sampled step by step: the
     hidden state flows across episode boundaries exactly as during sampling."""
     for name in ("tabular-mdp", "maze"):
         env = make(name)
         agent = _agent(env, episodes_per_trial=3, layer_norm=layer_norm,
-                       previous_observation=previous_observation, head_hidden=head_hidden)
+                       previous_observation=previous_observation, head_hidden=head_hidden,
+                       cell=cell, candidate_activation="relu" if cell == "lstm" else "tanh")
         assert (agent.policy_net.head_layer is None) == (head_hidden == 0)
         r = LocalSampler(env).sample(agent.policy(), env.split_tasks("train", 4), trials=2,
                                      episodes=3, seed=2)
@@ -106,6 +109,40 @@ def test_layer_norm_gru_is_invariant_to_weight_scale_and_keeps_memory():
     assert torch.allclose(gru(x, h0)[1], h0, atol=1e-6)
 
 
+def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
+    torch.manual_seed(0)
+    lstm = LayerNormLSTM(4, 8, candidate_activation="relu")
+    x = torch.randn(3, 7, 4)
+    out, state = lstm(x)
+    assert out.shape == (3, 7, 8) and state.shape == (1, 3, 16)
+    assert torch.equal(out[:, -1], state[0, :, :8])
+    first, mid = lstm(x[:, :3])  # carrying the state over a split changes nothing
+    second, end = lstm(x[:, 3:], mid)
+    assert torch.allclose(torch.cat([first, second], dim=1), out, atol=1e-6)
+    assert torch.allclose(end, state, atol=1e-6)
+    # forget gate open, write gate open: the cell is the sum of the ReLU candidates written
+    lstm.forget_bias = 50.0
+    with torch.no_grad():
+        lstm.input_norm.bias.zero_()
+        lstm.input_norm.bias[8:16] = 50.0  # write gate pre-activation
+        lstm.hidden_norm.bias.zero_()
+    candidates = [torch.relu(lstm.input_norm(lstm.input_proj(x[:, t]))
+                             + lstm.hidden_norm(h @ lstm.hidden_proj.weight.T))[:, 24:]
+                  for t, h in enumerate([torch.zeros(3, 8), *lstm(x)[0].unbind(1)][:7])]
+    assert torch.allclose(lstm(x)[1][0, :, 8:], torch.stack(candidates).sum(0), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"cell": "rnn"}, "unknown cell 'rnn'; valid: gru, lstm"),
+    ({"candidate_activation": "gelu"}, "valid: tanh, relu"),
+    ({"cell": "lstm"}, "need layer_norm=true"),
+    ({"layer_norm": True, "cell": "lstm", "chrono_init": True}, "cell=gru"),
+])
+def test_rl2_core_options_are_validated(bad, message):
+    with pytest.raises(ValueError, match=message):
+        RL2Config(**bad).validate()
+
+
 def test_chrono_init_spreads_memory_timescales_over_the_trial():
     torch.manual_seed(0)
     gru = LayerNormGRU(3, 200, max_timescale=100)
@@ -113,7 +150,7 @@ def test_chrono_init_spreads_memory_timescales_over_the_trial():
     assert gru.update_bias == 0.0
     assert 1.0 <= timescales.min() < 10.0 and 90.0 < timescales.max() <= 100.0
     agent = _agent(make("tabular-mdp"), layer_norm=True, chrono_init=True, episodes_per_trial=4)
-    assert torch.exp(-agent.policy_net.gru.input_gate_norm.bias).max() <= 40.0  # 4 x 10 steps
+    assert torch.exp(-agent.policy_net.core.input_gate_norm.bias).max() <= 40.0  # 4 x 10 steps
 
 
 def test_rl2_update_benchmark_reports_both_cores(capsys):

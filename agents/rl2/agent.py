@@ -14,6 +14,7 @@ from metarl.envs_api import MetaEnv
 from metarl.nn import (
     CategoricalHead,
     LayerNormGRU,
+    LayerNormLSTM,
     RunningNorm,
     gae,
     make_head,
@@ -49,6 +50,8 @@ class RL2Config:
     previous_observation: bool = False  # also feed the observation the last action was taken in
     chrono_init: bool = False  # layer_norm only: update-gate timescales ~ U[1, trial length]
     head_hidden: int = 0  # >0: a ReLU layer over [GRU state, GRU input] before the outputs
+    cell: str = "gru"  # recurrent core: gru, or lstm (metarl.nn.LayerNormLSTM; layer_norm only)
+    candidate_activation: str = "tanh"  # layer_norm only: tanh or relu for the written values
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -58,38 +61,64 @@ class RL2Config:
         if self.head_hidden < 0:
             raise ValueError(f"head_hidden must be >= 0 (0: linear outputs), got "
                              f"{self.head_hidden}")
-        if self.chrono_init and not self.layer_norm:
-            raise ValueError("chrono_init needs layer_norm=true (it initialises LayerNormGRU)")
+        if self.cell not in ("gru", "lstm"):
+            raise ValueError(f"unknown cell {self.cell!r}; valid: gru, lstm")
+        if self.candidate_activation not in ("tanh", "relu"):
+            raise ValueError(f"unknown candidate_activation {self.candidate_activation!r}; "
+                             f"valid: tanh, relu")
+        if not self.layer_norm and (self.cell != "gru" or self.candidate_activation != "tanh"):
+            raise ValueError("cell=lstm and candidate_activation=relu need layer_norm=true "
+                             "(nn.GRU is a tanh GRU)")
+        if self.chrono_init and (not self.layer_norm or self.cell != "gru"):
+            raise ValueError("chrono_init needs layer_norm=true and cell=gru (it initialises "
+                             "LayerNormGRU)")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")
 
 
-class RecurrentNet(nn.Module):
-    """GRU over the RL² input features, followed by a linear output (or an action head).
+def recurrent_core(input_size: int, config: RL2Config, max_timescale: int | None) -> nn.Module:
+    """The recurrent core ``config`` names, with the ``nn.GRU`` calling convention."""
+    size, activation = config.hidden_size, config.candidate_activation
+    if not config.layer_norm:
+        return nn.GRU(input_size, size, batch_first=True)
+    if config.cell == "lstm":
+        return LayerNormLSTM(input_size, size, candidate_activation=activation)
+    return LayerNormGRU(input_size, size, max_timescale=max_timescale,
+                        candidate_activation=activation)
 
-    With ``head_hidden`` > 0 a ReLU layer over ``[GRU state, GRU input]`` comes first: the
-    outputs can then depend jointly on the memory and the current input (e.g. look up what
-    was learnt about the current state), which a linear read-out of the state cannot.
+
+class RecurrentNet(nn.Module):
+    """A recurrent core over the RL² input features, then a linear output (or action head).
+
+    With ``head_hidden`` > 0 a ReLU layer over ``[core output, core input]`` comes first:
+    the outputs can then depend jointly on the memory and the current input (e.g. look up
+    what was learnt about the current state), which a linear read-out of the state cannot.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, output: nn.Module,
-                 layer_norm: bool = False, max_timescale: int | None = None,
-                 head_hidden: int = 0):
+    def __init__(self, core: nn.Module, output: nn.Module, head_hidden: int = 0):
         super().__init__()
-        self.gru = (LayerNormGRU(input_size, hidden_size, max_timescale=max_timescale)
-                    if layer_norm else nn.GRU(input_size, hidden_size, batch_first=True))
-        self.head_layer = (nn.Sequential(nn.Linear(hidden_size + input_size, head_hidden),
-                                         nn.ReLU()) if head_hidden else None)
+        self.core = core
+        self.state_size = getattr(core, "state_size", core.hidden_size)
+        self.head_layer = (nn.Sequential(
+            nn.Linear(core.hidden_size + core.input_size, head_hidden), nn.ReLU())
+            if head_hidden else None)
         self.output = output
+        self._register_load_state_dict_pre_hook(_rename_legacy_core)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``inputs [B, L, F]`` → ``(outputs [B, L, ...], hidden [1, B, H])``."""
-        features, hidden = self.gru(inputs, hidden)
+        """``inputs [B, L, F]`` → ``(outputs [B, L, ...], state [1, B, state_size])``."""
+        features, hidden = self.core(inputs, hidden)
         if self.head_layer is not None:
             features = self.head_layer(torch.cat([features, inputs], dim=-1))
         return self.output(features), hidden
+
+
+def _rename_legacy_core(state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before the core was renamed call it ``gru``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
+        state_dict[prefix + "core." + key[len(prefix) + 4:]] = state_dict.pop(key)
 
 
 def _flat_obs_size(space: spaces.Space) -> int:
@@ -157,7 +186,7 @@ class RL2Policy:
 
     def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> _TrialState:
         b = len(tasks) * trials
-        h = self.net.gru.hidden_size
+        h = self.net.state_size
         discrete = isinstance(self.net.output, CategoricalHead)
         action_shape = () if discrete else (self.net.output.action_features,)
         dtype = torch.long if discrete else torch.float32
@@ -214,11 +243,14 @@ class RL2Agent:
         self.inputs = RL2Inputs(obs_size, head, config.reward_scale,
                                 config.previous_observation)
         trial_steps = config.episodes_per_trial * env.max_episode_steps
-        core = dict(input_size=self.inputs.size, hidden_size=config.hidden_size,
-                    layer_norm=config.layer_norm, head_hidden=config.head_hidden,
-                    max_timescale=trial_steps if config.chrono_init else None)
-        self.policy_net = RecurrentNet(output=head, **core).to(self.device)
-        self.value_net = RecurrentNet(output=nn.Linear(features, 1), **core).to(self.device)
+        timescale = trial_steps if config.chrono_init else None
+
+        def net(output: nn.Module) -> RecurrentNet:
+            core = recurrent_core(self.inputs.size, config, timescale)
+            return RecurrentNet(core, output, config.head_hidden).to(self.device)
+
+        self.policy_net = net(head)
+        self.value_net = net(nn.Linear(features, 1))
         self.policy_opt = torch.optim.Adam(self.policy_net.parameters(), lr=config.lr)
         self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
         self.value_norm = RunningNorm().to(self.device)

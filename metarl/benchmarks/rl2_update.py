@@ -34,7 +34,7 @@ def core_timings(layer_norm: bool, tasks: int, episodes: int, repeats: int) -> d
     inputs = agent.inputs.from_sequences(sequences)[: max(1, tasks // 4)]
 
     def core_pass():
-        outputs, _ = agent.policy_net.gru(inputs)
+        outputs, _ = agent.policy_net.core(inputs)
         outputs.sum().backward()
 
     sample_ms = median_ms(sample, repeats, warmup=1)
