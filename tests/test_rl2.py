@@ -143,6 +143,15 @@ def test_rl2_core_options_are_validated(bad, message):
         RL2Config(**bad).validate()
 
 
+def test_checkpoints_naming_the_core_gru_still_load():
+    agent = _agent(make("bandit", arms=3), layer_norm=True)
+    legacy = {k.replace("core.", "gru.", 1): v for k, v in agent.policy_net.state_dict().items()}
+    fresh = _agent(make("bandit", arms=3), layer_norm=True, chrono_init=True)
+    fresh.policy_net.load_state_dict(legacy)
+    for key, value in agent.policy_net.state_dict().items():
+        assert torch.equal(fresh.policy_net.state_dict()[key], value)
+
+
 def test_chrono_init_spreads_memory_timescales_over_the_trial():
     torch.manual_seed(0)
     gru = LayerNormGRU(3, 200, max_timescale=100)

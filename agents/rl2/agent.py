@@ -16,6 +16,7 @@ from metarl.nn import (
     LayerNormGRU,
     LayerNormLSTM,
     RunningNorm,
+    activation,
     gae,
     make_head,
     masked_mean,
@@ -63,9 +64,7 @@ class RL2Config:
                              f"{self.head_hidden}")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"unknown cell {self.cell!r}; valid: gru, lstm")
-        if self.candidate_activation not in ("tanh", "relu"):
-            raise ValueError(f"unknown candidate_activation {self.candidate_activation!r}; "
-                             f"valid: tanh, relu")
+        activation(self.candidate_activation)  # raises for an unknown name
         if not self.layer_norm and (self.cell != "gru" or self.candidate_activation != "tanh"):
             raise ValueError("cell=lstm and candidate_activation=relu need layer_norm=true "
                              "(nn.GRU is a tanh GRU)")
@@ -79,13 +78,13 @@ class RL2Config:
 
 def recurrent_core(input_size: int, config: RL2Config, max_timescale: int | None) -> nn.Module:
     """The recurrent core ``config`` names, with the ``nn.GRU`` calling convention."""
-    size, activation = config.hidden_size, config.candidate_activation
+    size, candidate = config.hidden_size, config.candidate_activation
     if not config.layer_norm:
         return nn.GRU(input_size, size, batch_first=True)
     if config.cell == "lstm":
-        return LayerNormLSTM(input_size, size, candidate_activation=activation)
+        return LayerNormLSTM(input_size, size, candidate_activation=candidate)
     return LayerNormGRU(input_size, size, max_timescale=max_timescale,
-                        candidate_activation=activation)
+                        candidate_activation=candidate)
 
 
 class RecurrentNet(nn.Module):
@@ -104,7 +103,7 @@ class RecurrentNet(nn.Module):
             nn.Linear(core.hidden_size + core.input_size, head_hidden), nn.ReLU())
             if head_hidden else None)
         self.output = output
-        self._register_load_state_dict_pre_hook(_rename_legacy_core)
+        self.register_load_state_dict_pre_hook(_rename_legacy_core)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +114,7 @@ class RecurrentNet(nn.Module):
         return self.output(features), hidden
 
 
-def _rename_legacy_core(state_dict: dict, prefix: str, *args) -> None:
+def _rename_legacy_core(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     """Checkpoints written before the core was renamed call it ``gru``."""
     for key in [k for k in state_dict if k.startswith(prefix + "gru.")]:
         state_dict[prefix + "core." + key[len(prefix) + 4:]] = state_dict.pop(key)

@@ -3,8 +3,8 @@
 from metarl.nn.heads import CategoricalHead, GaussianHead, make_head
 from metarl.nn.losses import RunningNorm, discounted_returns, gae, masked_mean, ppo_clip_loss
 from metarl.nn.mlp import MLP, GaussianMLP, GaussianMLPPolicy, NumpyGaussianMLP, numpy_mlp
-from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM
+from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM, activation
 
 __all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
-           "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm",
+           "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "activation",
            "discounted_returns", "gae", "make_head", "masked_mean", "numpy_mlp", "ppo_clip_loss"]
