@@ -90,8 +90,8 @@ class LayerNormLSTM(nn.Module):
 
     ``forget_bias`` is added to the forget-gate pre-activation. The cell can sum what it
     writes (a GRU state is a running average), e.g. counts and reward totals; with
-    ``candidate_activation="relu"`` the written values are ReLUs (lucaslingle/pytorch_rl2's
-    LSTM) instead of tanh.
+    ``candidate_activation="relu"`` the written values are ReLUs, as in lucaslingle/pytorch_rl2's
+    LSTM (which reads out ``o * LN(c)``, without the tanh).
 
     The state ``(h, c)`` travels as one tensor ``[1, B, 2H]`` (``state_size = 2H``), so the
     calling convention is ``nn.GRU``'s: ``forward(inputs [B, L, F], state [1, B, 2H] | None)
