@@ -135,7 +135,8 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
 @pytest.mark.parametrize("bad, message", [
     ({"cell": "rnn"}, "unknown cell 'rnn'; valid: gru, lstm"),
     ({"candidate_activation": "gelu"}, "valid: tanh, relu"),
-    ({"cell": "lstm"}, "need layer_norm=true"),
+    ({"cell": "lstm"}, "cell=lstm needs layer_norm=true"),
+    ({"candidate_activation": "relu"}, "candidate_activation=relu needs layer_norm=true"),
     ({"layer_norm": True, "cell": "lstm", "chrono_init": True}, "cell=gru"),
 ])
 def test_rl2_core_options_are_validated(bad, message):

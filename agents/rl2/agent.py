@@ -65,9 +65,10 @@ class RL2Config:
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"unknown cell {self.cell!r}; valid: gru, lstm")
         activation(self.candidate_activation)  # raises for an unknown name
-        if not self.layer_norm and (self.cell != "gru" or self.candidate_activation != "tanh"):
-            raise ValueError("cell=lstm and candidate_activation=relu need layer_norm=true "
-                             "(nn.GRU is a tanh GRU)")
+        for name, plain in (("cell", "gru"), ("candidate_activation", "tanh")):
+            if not self.layer_norm and getattr(self, name) != plain:
+                raise ValueError(f"{name}={getattr(self, name)} needs layer_norm=true (without "
+                                 f"it the core is nn.GRU, a tanh GRU)")
         if self.chrono_init and (not self.layer_norm or self.cell != "gru"):
             raise ValueError("chrono_init needs layer_norm=true and cell=gru (it initialises "
                              "LayerNormGRU)")
