@@ -170,8 +170,8 @@ def test_rl2_update_benchmark_reports_both_cores(capsys):
 
     assert main(["bench", "rl2-update", "--tasks", "4", "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    for core in ("gru", "layer_norm_gru"):
+    for core in ("gru", "layer_norm_gru", "layer_norm_lstm"):
         timings = result[core]
         assert timings["update_ms"] > 0 and timings["core_forward_backward_ms"] > 0
         assert 0 < timings["sample_share"] < 1
-    assert result["core_ratio"] > 0 and result["tasks"] == 4
+    assert result["core_ratio"] > 0 and result["lstm_core_ratio"] > 0 and result["tasks"] == 4

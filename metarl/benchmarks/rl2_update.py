@@ -1,4 +1,4 @@
-"""Where an RL² iteration's time goes, with nn.GRU and with the layer-normalised GRU.
+"""Where an RL² iteration's time goes, with nn.GRU, the layer-normalised GRU and LSTM.
 
 On the MDP n = 10 preset's sizes (tabular-mdp, 250 trials of ``episodes`` × 10 steps, GRU
 of 256 units, one torch thread): the time to sample one iteration's trials, the time of
@@ -19,12 +19,15 @@ from metarl.benchmarks import median_ms
 from metarl.envs import make
 from metarl.sampling import LocalSampler
 
+CORES = {"gru": {}, "layer_norm_gru": {"layer_norm": True},
+         "layer_norm_lstm": {"layer_norm": True, "cell": "lstm"}}
 
-def core_timings(layer_norm: bool, tasks: int, episodes: int, repeats: int) -> dict:
+
+def core_timings(core: dict, tasks: int, episodes: int, repeats: int) -> dict:
     env = make("tabular-mdp")
     torch.manual_seed(0)
     agent = RL2Agent(env, RL2Config(episodes_per_trial=episodes, tasks_per_iteration=tasks,
-                                    layer_norm=layer_norm))
+                                    **core))
     sampler, task_list = LocalSampler(env), env.sample_tasks(tasks, np.random.default_rng(0))
 
     def sample():
@@ -48,12 +51,14 @@ def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = {name: core_timings(name == "layer_norm_gru", tasks, episodes, repeats)
-                  for name in ("gru", "layer_norm_gru")}
+        result = {name: core_timings(core, tasks, episodes, repeats)
+                  for name, core in CORES.items()}
     finally:
         torch.set_num_threads(previous)
-    result["core_ratio"] = round(result["layer_norm_gru"]["core_forward_backward_ms"]
-                                 / result["gru"]["core_forward_backward_ms"], 2)
+    gru_ms = result["gru"]["core_forward_backward_ms"]
+    result["core_ratio"] = round(result["layer_norm_gru"]["core_forward_backward_ms"] / gru_ms, 2)
+    result["lstm_core_ratio"] = round(
+        result["layer_norm_lstm"]["core_forward_backward_ms"] / gru_ms, 2)
     result.update(tasks=tasks, episodes=episodes, threads=threads)
     return result
 
