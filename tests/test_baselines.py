@@ -19,6 +19,7 @@ from metarl.baselines import (
     gittins_index,
     gittins_table,
     run_policy,
+    run_policy_episodes,
 )
 from metarl.baselines.bandits import EpsilonGreedyPolicy, GreedyPolicy
 from metarl.envs import make
@@ -122,6 +123,15 @@ def test_thompson_sampling_is_deterministic_given_the_seed():
     other = run_policy(ThompsonSamplingPolicy(5), env, tasks, episodes=20, seed=8)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+def test_per_episode_returns_sum_to_trial_returns():
+    env = make("bandit", arms=5)
+    tasks = env.split_tasks("test", 6)
+    episodes = run_policy_episodes(ThompsonSamplingPolicy(5), env, tasks, 20, trials=3, seed=7)
+    assert episodes.shape == (6, 3, 20) and set(np.unique(episodes)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(episodes.sum(-1), run_policy(ThompsonSamplingPolicy(5), env,
+                                                               tasks, 20, trials=3, seed=7))
 
 
 # ----------------------------------------------------------------------------- tabular MDPs

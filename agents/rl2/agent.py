@@ -12,11 +12,12 @@ from torch import nn
 
 from metarl.envs_api import MetaEnv
 from metarl.nn import (
+    MLP,
     CategoricalHead,
     LayerNormGRU,
     LayerNormLSTM,
     RunningNorm,
-    activation,
+    activation_by_name,
     gae,
     make_head,
     masked_mean,
@@ -64,7 +65,7 @@ class RL2Config:
                              f"{self.head_hidden}")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"unknown cell {self.cell!r}; valid: gru, lstm")
-        activation(self.candidate_activation)  # raises for an unknown name
+        activation_by_name(self.candidate_activation)  # raises for an unknown name
         for name, plain in (("cell", "gru"), ("candidate_activation", "tanh")):
             if not self.layer_norm and getattr(self, name) != plain:
                 raise ValueError(f"{name}={getattr(self, name)} needs layer_norm=true (without "
@@ -100,9 +101,8 @@ class RecurrentNet(nn.Module):
         super().__init__()
         self.core = core
         self.state_size = getattr(core, "state_size", core.hidden_size)
-        self.head_layer = (nn.Sequential(
-            nn.Linear(core.hidden_size + core.input_size, head_hidden), nn.ReLU())
-            if head_hidden else None)
+        self.head_layer = (MLP(core.hidden_size + core.input_size, [head_hidden],
+                               activation="relu") if head_hidden else None)
         self.output = output
         self.register_load_state_dict_pre_hook(_rename_legacy_core)
 
@@ -284,7 +284,9 @@ class RL2Agent:
         rewards = torch.as_tensor(seq.rewards, dtype=torch.float32, device=dev) * cfg.reward_scale
         mask = torch.as_tensor(seq.mask, device=dev)
         with torch.no_grad():
-            old_log_prob = self._behaviour_log_prob(seq, x, actions)
+            # the behaviour policy's, recorded while sampling (no forward pass over the batch)
+            old_log_prob = torch.as_tensor(seq.extras["log_prob"], dtype=torch.float32,
+                                           device=dev)
             values = self._values(x)
             advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
             if cfg.normalize_values:
@@ -323,16 +325,6 @@ class RL2Agent:
         for opt, lr in ((self.policy_opt, cfg.lr), (self.value_opt, cfg.value_lr)):
             for group in opt.param_groups:
                 group["lr"] = lr * scale
-
-    def _behaviour_log_prob(self, seq: TrialSequences, x: torch.Tensor,
-                            actions: torch.Tensor) -> torch.Tensor:
-        """Log-probs of the sampled actions: the ones recorded while sampling (a forward pass
-        over the whole batch saved), else recomputed over the packed trials."""
-        if "log_prob" in seq.extras:
-            return torch.as_tensor(seq.extras["log_prob"], dtype=torch.float32,
-                                   device=self.device)
-        params, _ = self.policy_net(x)
-        return self.policy_net.output.log_prob(params, actions)
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
         """State values in reward units (the net predicts standardised ones)."""

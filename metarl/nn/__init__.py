@@ -2,9 +2,16 @@
 
 from metarl.nn.heads import CategoricalHead, GaussianHead, make_head
 from metarl.nn.losses import RunningNorm, discounted_returns, gae, masked_mean, ppo_clip_loss
-from metarl.nn.mlp import MLP, GaussianMLP, GaussianMLPPolicy, NumpyGaussianMLP, numpy_mlp
-from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM, activation
+from metarl.nn.mlp import (
+    MLP,
+    GaussianMLP,
+    GaussianMLPPolicy,
+    NumpyGaussianMLP,
+    activation_by_name,
+    numpy_mlp,
+)
+from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM
 
 __all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
-           "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "activation",
+           "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "activation_by_name",
            "discounted_returns", "gae", "make_head", "masked_mean", "numpy_mlp", "ppo_clip_loss"]

@@ -26,7 +26,8 @@ ACTIVATIONS = {"tanh": (nn.Tanh, np.tanh), "relu": (nn.ReLU, lambda x: np.maximu
 INITS = ("xavier", "torch")
 
 
-def _activation(name: str):
+def activation_by_name(name: str):
+    """``(torch module class, numpy function)`` of the activation called ``name``."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]
@@ -40,7 +41,7 @@ class MLP(nn.Module):
                  activation: str = "tanh"):
         super().__init__()
         self.activation = activation
-        module_cls, _ = _activation(activation)
+        module_cls, _ = activation_by_name(activation)
         sizes = [in_features, *hidden]
         layers: list[nn.Module] = []
         for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -77,7 +78,7 @@ def numpy_mlp(layers: Sequence[tuple[np.ndarray, np.ndarray, bool]], x: np.ndarr
     bias, activated)``. Weights
     ``[N, in, out]`` (biases ``[N, out]``) are per task: the ``B`` rows form ``N`` consecutive
     groups, one per task."""
-    _, function = _activation(activation)
+    _, function = activation_by_name(activation)
     batch = x.shape[0]
     for weight, bias, activated in layers:
         if weight.ndim == 3:  # per task: [N, B/N, in] @ [N, in, out]

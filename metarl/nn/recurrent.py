@@ -6,15 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
-
-
-def activation(name: str):
-    """The candidate activation called ``name`` (one of ``tanh``, ``relu``)."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown candidate activation {name!r}; valid: "
-                         f"{', '.join(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
+from metarl.nn.mlp import activation_by_name
 
 
 class LayerNormGRU(nn.Module):
@@ -42,7 +34,7 @@ class LayerNormGRU(nn.Module):
         super().__init__()
         self.input_size, self.hidden_size, self.update_bias = input_size, hidden_size, update_bias
         self.state_size = hidden_size
-        self.activation = activation(candidate_activation)
+        self.activation = activation_by_name(candidate_activation)[0]()
         self.input_proj = nn.Linear(input_size, 3 * hidden_size, bias=False)
         self.hidden_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
         self.input_gate_norm = nn.LayerNorm(2 * hidden_size)
@@ -103,7 +95,7 @@ class LayerNormLSTM(nn.Module):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.state_size, self.forget_bias = 2 * hidden_size, forget_bias
-        self.activation = activation(candidate_activation)
+        self.activation = activation_by_name(candidate_activation)[0]()
         self.input_proj = nn.Linear(input_size, 4 * hidden_size, bias=False)
         self.hidden_proj = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
         self.input_norm = nn.LayerNorm(4 * hidden_size)
