@@ -82,11 +82,13 @@ def test_second_episode_depends_on_first():
     assert not torch.allclose(state.pending_hidden[0, 0], state.pending_hidden[0, 1])
 
 
-def test_update_improves_surrogate_and_is_deterministic():
+@pytest.mark.parametrize("shared_core", [False, True])
+def test_update_improves_surrogate_and_is_deterministic(shared_core):
     env = make("bandit", arms=3)
     results = []
     for _ in range(2):
-        agent = _agent(env, episodes_per_trial=5, tasks_per_iteration=16)
+        agent = _agent(env, episodes_per_trial=5, tasks_per_iteration=16,
+                       shared_core=shared_core)
         metrics = agent.train_iteration(LocalSampler(env), np.random.default_rng(0))
         results.append((metrics, [p.detach().clone() for p in agent.policy_net.parameters()]))
     (m1, p1), (m2, p2) = results
@@ -175,3 +177,31 @@ def test_rl2_update_benchmark_reports_both_cores(capsys):
         assert timings["update_ms"] > 0 and timings["core_forward_backward_ms"] > 0
         assert 0 < timings["sample_share"] < 1
     assert result["core_ratio"] > 0 and result["lstm_core_ratio"] > 0 and result["tasks"] == 4
+
+
+def test_shared_core_trains_one_core_on_both_losses_and_round_trips():
+    env = make("tabular-mdp", horizon=3)
+
+    def shared(value_coef):
+        return _agent(env, episodes_per_trial=2, tasks_per_iteration=4, shared_core=True,
+                      layer_norm=True, ppo_epochs=1, minibatches=1, value_coef=value_coef)
+
+    agent = shared(1.0)
+    assert agent.value_net is None and agent.value_opt is None
+    seq = LocalSampler(env).sample(agent.policy(), env.split_tasks("train", 4), episodes=2,
+                                   seed=0).trial_sequences()
+    x = agent.inputs.from_sequences(seq)
+    (grad,) = torch.autograd.grad(agent._raw_values(x).pow(2).mean(),
+                                  agent.policy_net.core.hidden_proj.weight)
+    assert grad.abs().sum() > 0  # the value loss reaches the recurrent core
+    changes = []
+    for a in (shared(0.0), agent):  # same start, same batch; only the value weight differs
+        before = a.policy_net.core.hidden_proj.weight.detach().clone()
+        a.update(seq)
+        changes.append(a.policy_net.core.hidden_proj.weight.detach() - before)
+    assert not torch.allclose(*changes)
+    fresh = shared(1.0)
+    fresh.load_state_dict(agent.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh._values(x), agent._values(x))
+    assert "value_net" not in agent.state_dict() and "value_head" in agent.state_dict()

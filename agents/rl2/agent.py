@@ -54,6 +54,8 @@ class RL2Config:
     head_hidden: int = 0  # >0: a ReLU layer over [GRU state, GRU input] before the outputs
     cell: str = "gru"  # recurrent core: gru, or lstm (metarl.nn.LayerNormLSTM; layer_norm only)
     candidate_activation: str = "tanh"  # layer_norm only: tanh or relu for the written values
+    shared_core: bool = False  # one recurrent core under both the policy and the value head
+    value_coef: float = 0.5  # shared_core only: weight of the value loss (value_lr unused)
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -73,6 +75,8 @@ class RL2Config:
         if self.chrono_init and (not self.layer_norm or self.cell != "gru"):
             raise ValueError("chrono_init needs layer_norm=true and cell=gru (it initialises "
                              "LayerNormGRU)")
+        if self.value_coef < 0:
+            raise ValueError(f"value_coef must be >= 0, got {self.value_coef}")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")
@@ -106,12 +110,19 @@ class RecurrentNet(nn.Module):
         self.output = output
         self.register_load_state_dict_pre_hook(_rename_legacy_core)
 
-    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``inputs [B, L, F]`` → ``(outputs [B, L, ...], state [1, B, state_size])``."""
+    def features(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs [B, L, F]`` → ``(features [B, L, D], state [1, B, state_size])``: what
+        the output reads (a shared-core value head reads them too)."""
         features, hidden = self.core(inputs, hidden)
         if self.head_layer is not None:
             features = self.head_layer(torch.cat([features, inputs], dim=-1))
+        return features, hidden
+
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``inputs [B, L, F]`` → ``(outputs [B, L, ...], state [1, B, state_size])``."""
+        features, hidden = self.features(inputs, hidden)
         return self.output(features), hidden
 
 
@@ -250,9 +261,15 @@ class RL2Agent:
             return RecurrentNet(core, output, config.head_hidden).to(self.device)
 
         self.policy_net = net(head)
-        self.value_net = net(nn.Linear(features, 1))
-        self.policy_opt = torch.optim.Adam(self.policy_net.parameters(), lr=config.lr)
-        self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
+        self.value_net: RecurrentNet | None = None  # a second core, unless shared_core
+        self.value_head: nn.Linear | None = None  # reads the policy's features if shared_core
+        self.value_opt: torch.optim.Optimizer | None = None
+        if config.shared_core:
+            self.value_head = nn.Linear(features, 1).to(self.device)
+        else:
+            self.value_net = net(nn.Linear(features, 1))
+            self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
+        self.policy_opt = torch.optim.Adam(self._policy_parameters(), lr=config.lr)
         self.value_norm = RunningNorm().to(self.device)
         self.iteration = 0
 
@@ -302,16 +319,25 @@ class RL2Agent:
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(rows, generator=perm_gen).chunk(cfg.minibatches):
                 m = mask[idx]
-                params, _ = self.policy_net(x[idx])
+                features, _ = self.policy_net.features(x[idx])
                 head = self.policy_net.output
+                params = head(features)
                 loss, info = ppo_clip_loss(head.log_prob(params, actions[idx]),
                                            old_log_prob[idx], advantages[idx], cfg.clip, m)
                 entropy = masked_mean(head.entropy(params), m)
-                _step(self.policy_opt, self.policy_net, loss - cfg.entropy_coef * entropy,
-                      cfg.max_grad_norm)
-                value_loss = masked_mean((self.value_net(x[idx])[0].squeeze(-1)
-                                          - returns[idx]) ** 2, m)  # in normalised units
-                _step(self.value_opt, self.value_net, value_loss, cfg.max_grad_norm)
+                policy_loss = loss - cfg.entropy_coef * entropy
+                if cfg.shared_core:
+                    value_loss = masked_mean((self._raw_values(x[idx], features)
+                                              - returns[idx]) ** 2, m)
+                    _step(self.policy_opt, self._policy_parameters(),
+                          policy_loss + cfg.value_coef * value_loss, cfg.max_grad_norm)
+                else:
+                    _step(self.policy_opt, self._policy_parameters(), policy_loss,
+                          cfg.max_grad_norm)
+                    value_loss = masked_mean((self._raw_values(x[idx]) - returns[idx]) ** 2,
+                                             m)  # in normalised units
+                    _step(self.value_opt, list(self.value_net.parameters()), value_loss,
+                          cfg.max_grad_norm)
                 for key, value in (("policy_loss", loss), ("value_loss", value_loss),
                                    ("entropy", entropy), *info.items()):
                     stats.setdefault(key, []).append(float(value.detach()))
@@ -323,36 +349,51 @@ class RL2Agent:
         if cfg.lr_decay_iterations > 0:
             scale = max(0.1, 1.0 - 0.9 * self.iteration / cfg.lr_decay_iterations)
         for opt, lr in ((self.policy_opt, cfg.lr), (self.value_opt, cfg.value_lr)):
-            for group in opt.param_groups:
+            for group in opt.param_groups if opt is not None else ():
                 group["lr"] = lr * scale
+
+    def _policy_parameters(self) -> list[nn.Parameter]:
+        """What the policy optimiser steps: the policy net, and the value head if shared."""
+        value_head = [] if self.value_head is None else list(self.value_head.parameters())
+        return [*self.policy_net.parameters(), *value_head]
+
+    def _raw_values(self, x: torch.Tensor, features: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """The value output ``[B, L]`` (standardised if ``normalize_values``); a shared core
+        reuses the policy's ``features`` when given."""
+        if self.value_net is not None:
+            return self.value_net(x)[0].squeeze(-1)
+        if features is None:
+            features, _ = self.policy_net.features(x)
+        return self.value_head(features).squeeze(-1)
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
         """State values in reward units (the net predicts standardised ones)."""
-        raw = self.value_net(x)[0].squeeze(-1)
+        raw = self._raw_values(x)
         return self.value_norm.denormalize(raw) if self.config.normalize_values else raw
 
     def state_dict(self) -> dict:
-        return {
-            "policy_net": self.policy_net.state_dict(),
-            "value_net": self.value_net.state_dict(),
-            "value_norm": self.value_norm.state_dict(),
-            "policy_opt": self.policy_opt.state_dict(),
-            "value_opt": self.value_opt.state_dict(),
-            "iteration": self.iteration,
-        }
+        state = {"iteration": self.iteration}
+        for key, part in self._stateful_parts().items():
+            state[key] = part.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.policy_net.load_state_dict(state["policy_net"])
-        self.value_net.load_state_dict(state["value_net"])
-        self.value_norm.load_state_dict(state["value_norm"])
-        self.policy_opt.load_state_dict(state["policy_opt"])
-        self.value_opt.load_state_dict(state["value_opt"])
+        for key, part in self._stateful_parts().items():
+            part.load_state_dict(state[key])
         self.iteration = int(state["iteration"])
 
+    def _stateful_parts(self) -> dict:
+        """Checkpoint key → module or optimiser (the value parts depend on shared_core)."""
+        parts = {"policy_net": self.policy_net, "value_net": self.value_net,
+                 "value_head": self.value_head, "value_norm": self.value_norm,
+                 "policy_opt": self.policy_opt, "value_opt": self.value_opt}
+        return {key: part for key, part in parts.items() if part is not None}
 
-def _step(optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor,
-          max_grad_norm: float) -> None:
+
+def _step(optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter],
+          loss: torch.Tensor, max_grad_norm: float) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
+    nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     optimizer.step()
