@@ -42,19 +42,21 @@ def test_hidden_state_kept_between_episodes_and_reset_between_trials():
     assert fresh.hidden.abs().sum() == 0  # a new trial starts from zeros
 
 
-@pytest.mark.parametrize("layer_norm, previous_observation, head_hidden, cell",
-                         [(False, False, 0, "gru"), (True, True, 0, "gru"),
-                          (True, False, 16, "gru"), (True, False, 0, "lstm")])
+@pytest.mark.parametrize("layer_norm, previous_observation, head_hidden, cell, input_hidden",
+                         [(False, False, 0, "gru", 0), (True, True, 0, "gru", 12),
+                          (True, False, 16, "gru", 0), (True, False, 0, "lstm", 0)])
 def test_sequence_recomputation_matches_sampling(layer_norm, previous_observation, head_hidden,
-                                                 cell):
+                                                 cell, input_hidden):
     """Log-probs recomputed over whole trials equal the ones sampled step by step: the
     hidden state flows across episode boundaries exactly as during sampling."""
     for name in ("tabular-mdp", "maze"):
         env = make(name)
         agent = _agent(env, episodes_per_trial=3, layer_norm=layer_norm,
                        previous_observation=previous_observation, head_hidden=head_hidden,
-                       cell=cell, candidate_activation="relu" if cell == "lstm" else "tanh")
+                       cell=cell, candidate_activation="relu" if cell == "lstm" else "tanh",
+                       input_hidden=input_hidden)
         assert (agent.policy_net.head_layer is None) == (head_hidden == 0)
+        assert (agent.policy_net.input_layer is None) == (input_hidden == 0)
         r = LocalSampler(env).sample(agent.policy(), env.split_tasks("train", 4), trials=2,
                                      episodes=3, seed=2)
         seq = r.trial_sequences()
@@ -140,6 +142,8 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"cell": "lstm"}, "cell=lstm needs layer_norm=true"),
     ({"candidate_activation": "relu"}, "candidate_activation=relu needs layer_norm=true"),
     ({"layer_norm": True, "cell": "lstm", "chrono_init": True}, "cell=gru"),
+    ({"input_hidden": -1}, "input_hidden must be >= 0 (0: no such layer), got -1"),
+    ({"value_coef": -0.5}, "value_coef must be >= 0, got -0.5"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):

@@ -54,6 +54,7 @@ class RL2Config:
     head_hidden: int = 0  # >0: a ReLU layer over [GRU state, GRU input] before the outputs
     cell: str = "gru"  # recurrent core: gru, or lstm (metarl.nn.LayerNormLSTM; layer_norm only)
     candidate_activation: str = "tanh"  # layer_norm only: tanh or relu for the written values
+    input_hidden: int = 0  # >0: a ReLU layer embeds the inputs before the recurrent core
     shared_core: bool = False  # one recurrent core under both the policy and the value head
     value_coef: float = 0.5  # shared_core only: weight of the value loss (value_lr unused)
 
@@ -62,9 +63,10 @@ class RL2Config:
                      "minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.head_hidden < 0:
-            raise ValueError(f"head_hidden must be >= 0 (0: linear outputs), got "
-                             f"{self.head_hidden}")
+        for name in ("head_hidden", "input_hidden"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: no such layer), got "
+                                 f"{getattr(self, name)}")
         if self.cell not in ("gru", "lstm"):
             raise ValueError(f"unknown cell {self.cell!r}; valid: gru, lstm")
         activation_by_name(self.candidate_activation)  # raises for an unknown name
@@ -96,16 +98,22 @@ def recurrent_core(input_size: int, config: RL2Config, max_timescale: int | None
 class RecurrentNet(nn.Module):
     """A recurrent core over the RL² input features, then a linear output (or action head).
 
-    With ``head_hidden`` > 0 a ReLU layer over ``[core output, core input]`` comes first:
-    the outputs can then depend jointly on the memory and the current input (e.g. look up
-    what was learnt about the current state), which a linear read-out of the state cannot.
+    With ``input_hidden`` > 0 a ReLU layer embeds the ``input_size`` features before the
+    core: its units can fire for conjunctions (this action in that state, with this
+    reward), which the core's additive input projection cannot form in one step.
+    With ``head_hidden`` > 0 a ReLU layer over ``[core output, inputs]`` comes before the
+    output: the outputs can then depend jointly on the memory and the current input (e.g.
+    look up what was learnt about the current state), which a linear read-out cannot.
     """
 
-    def __init__(self, core: nn.Module, output: nn.Module, head_hidden: int = 0):
+    def __init__(self, input_size: int, core: nn.Module, output: nn.Module,
+                 head_hidden: int = 0, input_hidden: int = 0):
         super().__init__()
+        self.input_layer = (MLP(input_size, [input_hidden], activation="relu")
+                            if input_hidden else None)
         self.core = core
         self.state_size = getattr(core, "state_size", core.hidden_size)
-        self.head_layer = (MLP(core.hidden_size + core.input_size, [head_hidden],
+        self.head_layer = (MLP(core.hidden_size + input_size, [head_hidden],
                                activation="relu") if head_hidden else None)
         self.output = output
         self.register_load_state_dict_pre_hook(_rename_legacy_core)
@@ -114,7 +122,8 @@ class RecurrentNet(nn.Module):
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """``inputs [B, L, F]`` → ``(features [B, L, D], state [1, B, state_size])``: what
         the output reads (a shared-core value head reads them too)."""
-        features, hidden = self.core(inputs, hidden)
+        embedded = inputs if self.input_layer is None else self.input_layer(inputs)
+        features, hidden = self.core(embedded, hidden)
         if self.head_layer is not None:
             features = self.head_layer(torch.cat([features, inputs], dim=-1))
         return features, hidden
@@ -257,8 +266,9 @@ class RL2Agent:
         timescale = trial_steps if config.chrono_init else None
 
         def net(output: nn.Module) -> RecurrentNet:
-            core = recurrent_core(self.inputs.size, config, timescale)
-            return RecurrentNet(core, output, config.head_hidden).to(self.device)
+            core = recurrent_core(config.input_hidden or self.inputs.size, config, timescale)
+            return RecurrentNet(self.inputs.size, core, output, config.head_hidden,
+                                config.input_hidden).to(self.device)
 
         self.policy_net = net(head)
         self.value_net: RecurrentNet | None = None  # a second core, unless shared_core
