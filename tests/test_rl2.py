@@ -142,7 +142,7 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"cell": "lstm"}, "cell=lstm needs layer_norm=true"),
     ({"candidate_activation": "relu"}, "candidate_activation=relu needs layer_norm=true"),
     ({"layer_norm": True, "cell": "lstm", "chrono_init": True}, "cell=gru"),
-    ({"input_hidden": -1}, "input_hidden must be >= 0 (0: no such layer), got -1"),
+    ({"input_hidden": -1}, r"input_hidden must be >= 0 \(0: no such layer\), got -1"),
     ({"value_coef": -0.5}, "value_coef must be >= 0, got -0.5"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
