@@ -123,10 +123,11 @@ def rl2_rows(run_dirs: Sequence[str], args: argparse.Namespace) -> list[Row]:
     import metarl
 
     rows = []
-    for run_dir in run_dirs:
+    for spec in run_dirs:
+        run_dir, episodes = _run_and_episodes(spec)
         run = metarl.load(run_dir)
         name, arms = run.config.env, run.config.env_kwargs.get("arms")
-        episodes = run.config.agent_config.episodes_per_trial
+        episodes = episodes or run.config.agent_config.episodes_per_trial
         tasks = run.env.split_tasks("test", args.tasks, seed=0)
         returns = run_policy(run.agent.policy(), run.env, tasks, episodes, trials=args.trials,
                              seed=0)
@@ -134,6 +135,14 @@ def rl2_rows(run_dirs: Sequence[str], args: argparse.Namespace) -> list[Row]:
                         paper=PAPER_RL2.get((name, episodes, arms)),
                         note=f"{run_dir} @ iteration {run.iteration}"))
     return rows
+
+
+def _run_and_episodes(spec: str) -> tuple[str, int | None]:
+    """``RUN_DIR`` or ``RUN_DIR:N`` (evaluate with N episodes per trial, not the run's)."""
+    run_dir, _, episodes = spec.rpartition(":")
+    if run_dir and episodes.isdigit() and int(episodes) > 0:
+        return run_dir, int(episodes)
+    return spec, None
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -159,7 +168,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arms", type=int, nargs="*", default=[5, 10])
     parser.add_argument("--mdp-episodes", type=int, nargs="*", default=[10, 25, 50])
     parser.add_argument("--rl2", nargs="*", default=[], metavar="RUN_DIR",
-                        help="trained RL² run directories to evaluate on the same tasks")
+                        help="trained RL² run directories to evaluate on the same tasks; "
+                             "RUN_DIR:N evaluates with N episodes per trial")
     return parser.parse_args(argv)
 
 
