@@ -328,30 +328,36 @@ class RL2Agent:
         perm_gen = torch.Generator().manual_seed(self.iteration)
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(rows, generator=perm_gen).chunk(cfg.minibatches):
-                m = mask[idx]
-                features, _ = self.policy_net.features(x[idx])
-                head = self.policy_net.output
-                params = head(features)
-                loss, info = ppo_clip_loss(head.log_prob(params, actions[idx]),
-                                           old_log_prob[idx], advantages[idx], cfg.clip, m)
-                entropy = masked_mean(head.entropy(params), m)
-                policy_loss = loss - cfg.entropy_coef * entropy
-                if cfg.shared_core:
-                    value_loss = masked_mean((self._raw_values(x[idx], features)
-                                              - returns[idx]) ** 2, m)
-                    _step(self.policy_opt, self._policy_parameters(),
-                          policy_loss + cfg.value_coef * value_loss, cfg.max_grad_norm)
-                else:
-                    _step(self.policy_opt, self._policy_parameters(), policy_loss,
-                          cfg.max_grad_norm)
-                    value_loss = masked_mean((self._raw_values(x[idx]) - returns[idx]) ** 2,
-                                             m)  # in normalised units
-                    _step(self.value_opt, list(self.value_net.parameters()), value_loss,
-                          cfg.max_grad_norm)
-                for key, value in (("policy_loss", loss), ("value_loss", value_loss),
-                                   ("entropy", entropy), *info.items()):
+                losses = self._minibatch_step(x[idx], actions[idx], old_log_prob[idx],
+                                              advantages[idx], returns[idx], mask[idx])
+                for key, value in losses.items():
                     stats.setdefault(key, []).append(float(value.detach()))
         return {key: float(np.mean(v)) for key, v in stats.items()}
+
+    def _minibatch_step(self, x: torch.Tensor, actions: torch.Tensor,
+                        old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                        returns: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One PPO step of the policy and one of the value function on a minibatch of
+        trials (a single step of both when they share the core); returns the losses."""
+        cfg = self.config
+        features, _ = self.policy_net.features(x)
+        head = self.policy_net.output
+        params = head(features)
+        loss, info = ppo_clip_loss(head.log_prob(params, actions), old_log_prob, advantages,
+                                   cfg.clip, mask)
+        entropy = masked_mean(head.entropy(params), mask)
+        policy_loss = loss - cfg.entropy_coef * entropy
+        if cfg.shared_core:
+            value_loss = masked_mean((self._raw_values(x, features) - returns) ** 2, mask)
+            _step(self.policy_opt, self._policy_parameters(),
+                  policy_loss + cfg.value_coef * value_loss, cfg.max_grad_norm)
+        else:
+            _step(self.policy_opt, self._policy_parameters(), policy_loss, cfg.max_grad_norm)
+            value_loss = masked_mean((self._raw_values(x) - returns) ** 2, mask)
+            _step(self.value_opt, list(self.value_net.parameters()), value_loss,
+                  cfg.max_grad_norm)
+        # value loss in normalised units when normalize_values
+        return {"policy_loss": loss, "value_loss": value_loss, "entropy": entropy, **info}
 
     def _set_learning_rates(self) -> None:
         cfg = self.config
