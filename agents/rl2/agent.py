@@ -57,6 +57,9 @@ class RL2Config:
     input_hidden: int = 0  # >0: a ReLU layer embeds the inputs before the recurrent core
     shared_core: bool = False  # one recurrent core under both the policy and the value head
     value_coef: float = 0.5  # shared_core only: weight of the value loss (value_lr unused)
+    # >0: an auxiliary loss (not in the paper) trains the policy's core to predict each
+    # step's reward from the history and the state, for every action (discrete actions only)
+    reward_prediction_coef: float = 0.0
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -77,8 +80,9 @@ class RL2Config:
         if self.chrono_init and (not self.layer_norm or self.cell != "gru"):
             raise ValueError("chrono_init needs layer_norm=true and cell=gru (it initialises "
                              "LayerNormGRU)")
-        if self.value_coef < 0:
-            raise ValueError(f"value_coef must be >= 0, got {self.value_coef}")
+        for name in ("value_coef", "reward_prediction_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")
@@ -279,6 +283,12 @@ class RL2Agent:
         else:
             self.value_net = net(nn.Linear(features, 1))
             self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
+        self.reward_head: nn.Linear | None = None  # one predicted reward per action
+        if config.reward_prediction_coef > 0:
+            if not isinstance(env.action_space, spaces.Discrete):
+                raise ValueError(f"reward_prediction_coef needs a Discrete action space, got "
+                                 f"{env.action_space}")
+            self.reward_head = nn.Linear(features, int(env.action_space.n)).to(self.device)
         self.policy_opt = torch.optim.Adam(self._policy_parameters(), lr=config.lr)
         self.value_norm = RunningNorm().to(self.device)
         self.iteration = 0
@@ -328,13 +338,14 @@ class RL2Agent:
         perm_gen = torch.Generator().manual_seed(self.iteration)
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(rows, generator=perm_gen).chunk(cfg.minibatches):
-                losses = self._minibatch_step(x[idx], actions[idx], old_log_prob[idx],
-                                              advantages[idx], returns[idx], mask[idx])
+                losses = self._minibatch_step(x[idx], actions[idx], rewards[idx],
+                                              old_log_prob[idx], advantages[idx],
+                                              returns[idx], mask[idx])
                 for key, value in losses.items():
                     stats.setdefault(key, []).append(float(value.detach()))
         return {key: float(np.mean(v)) for key, v in stats.items()}
 
-    def _minibatch_step(self, x: torch.Tensor, actions: torch.Tensor,
+    def _minibatch_step(self, x: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                         old_log_prob: torch.Tensor, advantages: torch.Tensor,
                         returns: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """One PPO step of the policy and one of the value function on a minibatch of
@@ -347,6 +358,12 @@ class RL2Agent:
                                    cfg.clip, mask)
         entropy = masked_mean(head.entropy(params), mask)
         policy_loss = loss - cfg.entropy_coef * entropy
+        extra = {}
+        if self.reward_head is not None:  # the reward each taken action received
+            predicted = self.reward_head(features).gather(-1, actions.long().unsqueeze(-1))
+            prediction_loss = masked_mean((predicted.squeeze(-1) - rewards) ** 2, mask)
+            policy_loss = policy_loss + cfg.reward_prediction_coef * prediction_loss
+            extra["reward_prediction_loss"] = prediction_loss
         if cfg.shared_core:
             value_loss = masked_mean((self._raw_values(x, features) - returns) ** 2, mask)
             _step(self.policy_opt, self._policy_parameters(),
@@ -357,7 +374,8 @@ class RL2Agent:
             _step(self.value_opt, list(self.value_net.parameters()), value_loss,
                   cfg.max_grad_norm)
         # value loss in normalised units when normalize_values
-        return {"policy_loss": loss, "value_loss": value_loss, "entropy": entropy, **info}
+        return {"policy_loss": loss, "value_loss": value_loss, "entropy": entropy, **info,
+                **extra}
 
     def _set_learning_rates(self) -> None:
         cfg = self.config
@@ -369,9 +387,10 @@ class RL2Agent:
                 group["lr"] = lr * scale
 
     def _policy_parameters(self) -> list[nn.Parameter]:
-        """What the policy optimiser steps: the policy net, and the value head if shared."""
-        value_head = [] if self.value_head is None else list(self.value_head.parameters())
-        return [*self.policy_net.parameters(), *value_head]
+        """What the policy optimiser steps: the policy net, the value head if shared, the
+        reward-prediction head if any."""
+        heads = [h for h in (self.value_head, self.reward_head) if h is not None]
+        return [*self.policy_net.parameters(), *(p for h in heads for p in h.parameters())]
 
     def _raw_values(self, x: torch.Tensor, features: torch.Tensor | None = None
                     ) -> torch.Tensor:
@@ -402,7 +421,8 @@ class RL2Agent:
     def _stateful_parts(self) -> dict:
         """Checkpoint key → module or optimiser (the value parts depend on shared_core)."""
         parts = {"policy_net": self.policy_net, "value_net": self.value_net,
-                 "value_head": self.value_head, "value_norm": self.value_norm,
+                 "value_head": self.value_head, "reward_head": self.reward_head,
+                 "value_norm": self.value_norm,
                  "policy_opt": self.policy_opt, "value_opt": self.value_opt}
         return {key: part for key, part in parts.items() if part is not None}
 
