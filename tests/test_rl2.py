@@ -144,6 +144,7 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"layer_norm": True, "cell": "lstm", "chrono_init": True}, "cell=gru"),
     ({"input_hidden": -1}, r"input_hidden must be >= 0 \(0: no such layer\), got -1"),
     ({"value_coef": -0.5}, "value_coef must be >= 0, got -0.5"),
+    ({"reward_prediction_coef": -1.0}, "reward_prediction_coef must be >= 0, got -1.0"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -209,3 +210,24 @@ def test_shared_core_trains_one_core_on_both_losses_and_round_trips():
     with torch.no_grad():
         assert torch.equal(fresh._values(x), agent._values(x))
     assert "value_net" not in agent.state_dict() and "value_head" in agent.state_dict()
+
+
+def test_reward_prediction_loss_is_the_taken_actions_squared_error():
+    env = make("tabular-mdp", horizon=3)
+    agent = _agent(env, episodes_per_trial=2, tasks_per_iteration=4, ppo_epochs=1,
+                   minibatches=1, reward_prediction_coef=1.0)
+    seq = LocalSampler(env).sample(agent.policy(), env.split_tasks("train", 4), episodes=2,
+                                   seed=0).trial_sequences()
+    x = agent.inputs.from_sequences(seq)
+    with torch.no_grad():
+        predicted = agent.reward_head(agent.policy_net.features(x)[0]).numpy()
+    rows, steps = np.nonzero(seq.mask)
+    taken = predicted[rows, steps, seq.actions[rows, steps]]
+    expected = np.mean((taken - seq.rewards[rows, steps]) ** 2)
+    metrics = agent.update(seq)  # one minibatch: the loss is taken before the step
+    assert np.isclose(metrics["reward_prediction_loss"], expected, rtol=1e-5)
+    fresh = _agent(env, episodes_per_trial=2, reward_prediction_coef=1.0)
+    fresh.load_state_dict(agent.state_dict())
+    assert torch.equal(fresh.reward_head.weight, agent.reward_head.weight)
+    with pytest.raises(ValueError, match="reward_prediction_coef needs a Discrete action"):
+        _agent(make("point-nav"), reward_prediction_coef=1.0)
