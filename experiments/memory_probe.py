@@ -51,7 +51,6 @@ def bayes_squared_error(seq: TrialSequences, num_actions: int) -> float:
 def probe(agent: RL2Agent, steps: int, trials: int, lr: float, seed: int, report: int,
           freeze_core: bool = False) -> None:
     env = agent.env
-    torch.manual_seed(seed)
     net = agent.policy_net
     actions_n = int(env.action_space.n)
     reward_head = nn.Linear(net.output.linear.in_features, actions_n)
@@ -114,6 +113,7 @@ def main() -> None:
     if args.from_run:
         import metarl
 
+        torch.manual_seed(args.seed)
         run = metarl.load(args.from_run)
         print(f"{args.from_run} @ iteration {run.iteration}", flush=True)
         probe(run.agent, args.steps, args.trials, args.lr, args.seed, args.report,
