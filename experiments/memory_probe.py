@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from metarl.agents.rl2 import RL2Agent, RL2Config
+from metarl.agents.rl2.agent import reward_prediction_error
 from metarl.baselines import RandomPolicy
 from metarl.envs import make
 from metarl.sampling import LocalSampler
@@ -37,15 +38,11 @@ BASE = dict(layer_norm=True, hidden_size=256)
 
 def bayes_squared_error(seq: TrialSequences, num_actions: int) -> float:
     """Mean of ``1 + 1 / (1 + c)`` over valid steps, ``c`` = earlier pulls of the same pair."""
-    states = seq.observations.reshape(*seq.mask.shape, -1).argmax(-1)
-    pairs = states * num_actions + seq.actions
-    errors = []
-    for row, mask in zip(pairs, seq.mask, strict=True):
-        counts: dict[int, int] = {}
-        for pair in row[mask]:
-            errors.append(1.0 + 1.0 / (1.0 + counts.get(int(pair), 0)))
-            counts[int(pair)] = counts.get(int(pair), 0) + 1
-    return float(np.mean(errors))
+    observations = seq.observations.reshape(*seq.mask.shape, -1)  # one-hot states
+    pairs = observations.argmax(-1) * num_actions + seq.actions
+    pulls = np.eye(observations.shape[-1] * num_actions)[pairs] * seq.mask[..., None]
+    earlier = np.take_along_axis(np.cumsum(pulls, axis=1) - pulls, pairs[..., None], -1)[..., 0]
+    return float(np.mean(1.0 + 1.0 / (1.0 + earlier[seq.mask])))
 
 
 def probe(agent: RL2Agent, steps: int, trials: int, lr: float, seed: int, report: int,
@@ -63,10 +60,10 @@ def probe(agent: RL2Agent, steps: int, trials: int, lr: float, seed: int, report
         seq = sampler.sample(RandomPolicy(actions_n), tasks, episodes=10,
                              seed=int(rng.integers(2**31))).trial_sequences()
         x = agent.inputs.from_sequences(seq)
-        predicted = reward_head(net.features(x)[0])
-        taken = predicted.gather(-1, torch.as_tensor(seq.actions).long().unsqueeze(-1))
-        mask = torch.as_tensor(seq.mask)
-        loss = ((taken.squeeze(-1) - torch.as_tensor(seq.rewards).float())[mask] ** 2).mean()
+        loss = reward_prediction_error(reward_head(net.features(x)[0]),
+                                       torch.as_tensor(seq.actions),
+                                       torch.as_tensor(seq.rewards).float(),
+                                       torch.as_tensor(seq.mask))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)

@@ -359,9 +359,9 @@ class RL2Agent:
         entropy = masked_mean(head.entropy(params), mask)
         policy_loss = loss - cfg.entropy_coef * entropy
         extra = {}
-        if self.reward_head is not None:  # the reward each taken action received
-            predicted = self.reward_head(features).gather(-1, actions.long().unsqueeze(-1))
-            prediction_loss = masked_mean((predicted.squeeze(-1) - rewards) ** 2, mask)
+        if self.reward_head is not None:
+            prediction_loss = reward_prediction_error(self.reward_head(features), actions,
+                                                      rewards, mask)
             policy_loss = policy_loss + cfg.reward_prediction_coef * prediction_loss
             extra["reward_prediction_loss"] = prediction_loss
         if cfg.shared_core:
@@ -383,7 +383,9 @@ class RL2Agent:
         if cfg.lr_decay_iterations > 0:
             scale = max(0.1, 1.0 - 0.9 * self.iteration / cfg.lr_decay_iterations)
         for opt, lr in ((self.policy_opt, cfg.lr), (self.value_opt, cfg.value_lr)):
-            for group in opt.param_groups if opt is not None else ():
+            if opt is None:  # shared core: no value optimiser
+                continue
+            for group in opt.param_groups:
                 group["lr"] = lr * scale
 
     def _policy_parameters(self) -> list[nn.Parameter]:
@@ -425,6 +427,14 @@ class RL2Agent:
                  "value_norm": self.value_norm,
                  "policy_opt": self.policy_opt, "value_opt": self.value_opt}
         return {key: part for key, part in parts.items() if part is not None}
+
+
+def reward_prediction_error(predictions: torch.Tensor, actions: torch.Tensor,
+                            rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean squared error of the taken actions' predicted rewards: ``predictions [B,
+    L, A]`` hold one reward per action, ``actions``, ``rewards`` and ``mask`` are ``[B, L]``."""
+    taken = predictions.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return masked_mean((taken - rewards) ** 2, mask)
 
 
 def _step(optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter],
