@@ -22,17 +22,25 @@ def main() -> None:
                                                          "post_update_return"])
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--limit", type=int, help="only the first LIMIT iterations")
+    parser.add_argument("--start", type=int, default=0,
+                        help="print windows from this iteration on (forks, resumed runs)")
     parser.add_argument("--first-above", type=float,
                         help="report the first iteration whose last column exceeds this")
     args = parser.parse_args()
     progress = read_progress(Path(args.run_dir) / "progress.csv")
-    rows = len(progress["iteration"]) if args.limit is None else args.limit
+    missing = [c for c in args.columns if c not in progress]
+    if missing:
+        parser.error(f"no column {', '.join(missing)} in {args.run_dir}/progress.csv; "
+                     f"valid: {', '.join(progress)}")
+    rows = len(progress["iteration"])
+    if args.limit is not None:
+        rows = min(rows, args.limit)
     steps, times = progress["env_steps_total"][rows - 1], progress["time_s"][:rows]
     longest = int(np.argmax(times))
     print(f"{args.run_dir}: {rows} iterations, {steps / 1e6:.1f}M env steps, "
           f"{times.sum() / 60:.1f} min (median {np.median(times):.1f} s per iteration, "
           f"longest {times[longest]:.1f} s at iteration {longest})")
-    for start in range(0, rows, args.window):
+    for start in range(args.start, rows, args.window):
         stop = min(start + args.window, rows)
         means = " / ".join(f"{np.nanmean(progress[c][start:stop]):.1f}" for c in args.columns)
         print(f"  iterations {start}-{stop - 1}: {means}")
