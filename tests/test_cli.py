@@ -57,6 +57,8 @@ def test_console_scripts(tmp_path):
     (["train", "rl2", "bandit", "--config", "nowhere.yaml"], "neither a file nor a preset"),
     (["eval", "/no/such/run"], "run dir '/no/such/run' does not exist"),
     (["bench", "nope"], "unknown benchmark 'nope'"),
+    (["bench", "rl2-update", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["bench", "envs", "--threads", "2"], "benchmark 'envs' does not take --threads"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(argv, needle, capsys):
     assert main(argv) == 2

@@ -175,8 +175,11 @@ def test_rl2_update_benchmark_reports_both_cores(capsys):
 
     from metarl.cli import main
 
-    assert main(["bench", "rl2-update", "--tasks", "4", "--episodes", "2", "--json"]) == 0
+    threads = torch.get_num_threads()
+    assert main(["bench", "rl2-update", "--tasks", "4", "--episodes", "2", "--threads", "2",
+                 "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["threads"] == 2 and torch.get_num_threads() == threads  # restored
     for core in ("gru", "layer_norm_gru", "layer_norm_lstm"):
         timings = result[core]
         assert timings["update_ms"] > 0 and timings["core_forward_backward_ms"] > 0
