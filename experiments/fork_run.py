@@ -1,0 +1,116 @@
+"""Fork a run at one of its checkpoints into a new run directory with changed settings.
+
+The new run starts from the source's checkpoint ``--iteration`` (its weights, optimiser
+state, torch RNG state and the first ``--iteration`` rows of ``progress.csv``) with the
+source's config plus the ``--set`` overrides, and continues with ``metarl train --resume``:
+
+    python experiments/fork_run.py runs/rl2-mdp-screen-V-iter1550 --iteration 1550 \\
+        --to runs/rl2-mdp-screen-V16 --set minibatches=16
+    metarl train --resume --run-dir runs/rl2-mdp-screen-V16 --iterations 3000
+
+When the overrides only change settings the checkpoint is copied unchanged. When they add
+parts the source lacks (e.g. ``reward_prediction_coef`` adds RL²'s reward head), the
+agent is rebuilt from the new config with torch seeded by ``--init-seed`` (default: the
+run's seed): every part the source has is loaded, new parts keep their fresh
+initialisation, and an optimiser that gained parameters at its end keeps the source's
+Adam state for the old ones. Parts the new config drops are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from metarl import agents
+from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
+from metarl.io import load_checkpoint, save_checkpoint
+from metarl.runs import build_run_config
+from metarl.training import checkpoint_path
+
+
+def extend_optimizer_state(old: dict, new: dict) -> dict:
+    """``old`` optimiser state for a parameter list that ``new`` extends at its end."""
+    old_groups, new_groups = old["param_groups"], new["param_groups"]
+    if len(old_groups) != 1 or len(new_groups) != 1:
+        raise ValueError("only single-group optimisers can gain parameters")
+    old_count, new_count = len(old_groups[0]["params"]), len(new_groups[0]["params"])
+    if new_count < old_count:
+        raise ValueError(f"the optimiser would lose parameters ({old_count} -> {new_count})")
+    group = {**old_groups[0], "params": list(new_groups[0]["params"])}
+    return {"state": dict(old["state"]), "param_groups": [group]}
+
+
+def forked_agent_state(source: dict, agent) -> dict:
+    """``agent``'s state with every part ``source`` also has loaded from ``source``."""
+    state = agent.state_dict()
+    for key, value in source.items():
+        if key not in state:
+            continue  # a part the new config drops
+        if isinstance(value, dict) and "param_groups" in value:  # an optimiser
+            if len(value["param_groups"][0]["params"]) != len(state[key]["param_groups"][0]
+                                                              ["params"]):
+                value = extend_optimizer_state(value, state[key])
+        state[key] = value
+    agent.load_state_dict(state)  # checks every loaded part fits the new config
+    return agent.state_dict()
+
+
+def fork(source: Path, iteration: int, target: Path, overrides: list[str],
+         init_seed: int | None = None) -> Path:
+    """Create run dir ``target``; returns the path of its checkpoint."""
+    if target.exists():
+        raise ConfigError(f"{str(target)!r} already exists; pick a new run dir")
+    src_checkpoint = checkpoint_path(source, iteration)
+    if not src_checkpoint.is_file():
+        kept = sorted(p.name for p in (source / "checkpoints").glob("iter_*.pt"))
+        raise ConfigError(f"{str(source)!r} has no checkpoint at iteration {iteration}; "
+                          f"kept: {', '.join(kept) or 'none'}")
+    values = {**load_yaml(source / "config.yaml"), **parse_overrides(overrides)}
+    config, env = build_run_config(values)
+    state = load_checkpoint(src_checkpoint)
+    torch.manual_seed(config.trainer.seed if init_seed is None else init_seed)
+    agent = agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
+    same_parts = set(agent.state_dict()) == set(state["agent"])
+    agent_state = None if same_parts else forked_agent_state(state["agent"], agent)
+    new_checkpoint = checkpoint_path(target, iteration)
+    new_checkpoint.parent.mkdir(parents=True)  # only now: a failed fork leaves nothing behind
+    if same_parts:
+        shutil.copyfile(src_checkpoint, new_checkpoint)
+    else:
+        save_checkpoint(new_checkpoint, {**state, "agent": agent_state})
+    dump_yaml(config, target / "config.yaml")
+    with ((source / "progress.csv").open(newline="") as rows,
+          (target / "progress.csv").open("w", newline="") as out):
+        for number, line in enumerate(rows):
+            if number > iteration:  # header + one row per finished iteration
+                break
+            out.write(line)
+    return new_checkpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="run dir to fork")
+    parser.add_argument("--iteration", type=int, required=True, help="its checkpoint to start from")
+    parser.add_argument("--to", type=Path, required=True, help="the new run dir")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides, as for metarl train")
+    parser.add_argument("--init-seed", type=int,
+                        help="torch seed for parts the source lacks (default: the run's seed)")
+    args = parser.parse_args(argv)
+    try:
+        path = fork(args.source, args.iteration, args.to, args.set, args.init_seed)
+    except (ConfigError, ValueError) as exc:
+        print(f"fork_run: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; continue with: metarl train --resume --run-dir {args.to} "
+          f"--iterations N")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""experiments/fork_run.py: a run forked at a checkpoint resumes with its weights."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import metarl
+from metarl.cli import main
+
+FORK = Path(__file__).parents[1] / "experiments" / "fork_run.py"
+TINY = ["tasks_per_iteration=4", "hidden_size=8", "eval_tasks=2", "checkpoint_every=1",
+        "layer_norm=true"]
+
+
+@pytest.fixture(scope="module")
+def fork_run():
+    spec = importlib.util.spec_from_file_location("fork_run", FORK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def source(tmp_path, capsys):
+    run = tmp_path / "source"
+    assert main(["train", "rl2", "tabular-mdp", "--iterations", "2", "--run-dir", str(run),
+                 "--set", *TINY]) == 0
+    capsys.readouterr()
+    return run
+
+
+def _policy_weights(run_dir, checkpoint=None):
+    return metarl.load(run_dir, checkpoint).agent.policy_net.state_dict()
+
+
+def test_a_settings_change_copies_the_checkpoint_and_the_progress_rows(fork_run, source,
+                                                                         tmp_path):
+    target = tmp_path / "fork"
+    assert fork_run.main([str(source), "--iteration", "1", "--to", str(target),
+                          "--set", "lr=0.01"]) == 0
+    checkpoint = "checkpoints/iter_000001.pt"
+    assert (target / checkpoint).read_bytes() == (source / checkpoint).read_bytes()
+    assert metarl.load(target).config.agent_config.lr == 0.01
+    rows = (source / "progress.csv").read_bytes().splitlines(keepends=True)
+    assert (target / "progress.csv").read_bytes() == b"".join(rows[:2])  # header + iteration 0
+    assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "2"]) == 0
+    assert len((target / "progress.csv").read_bytes().splitlines()) == 3
+
+
+def test_a_new_part_starts_fresh_and_the_optimiser_keeps_the_old_state(fork_run, source,
+                                                                         tmp_path):
+    target = tmp_path / "fork"
+    assert fork_run.main([str(source), "--iteration", "2", "--to", str(target),
+                          "--set", "reward_prediction_coef=0.5", "--init-seed", "7"]) == 0
+    forked, original = metarl.load(target).agent, metarl.load(source).agent
+    assert forked.reward_head is not None and forked.iteration == 2
+    for a, b in zip(forked.policy_net.state_dict().values(),
+                    original.policy_net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    old_state, new_state = original.policy_opt.state_dict(), forked.policy_opt.state_dict()
+    assert len(new_state["param_groups"][0]["params"]) == (
+        len(old_state["param_groups"][0]["params"]) + 2)  # the head's weight and bias
+    for index, values in old_state["state"].items():
+        assert torch.equal(new_state["state"][index]["exp_avg"], values["exp_avg"])
+    assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "3"]) == 0
+
+
+def test_bad_forks_are_one_clear_error(fork_run, source, tmp_path, capsys):
+    with_head = tmp_path / "with-head"
+    assert fork_run.main([str(source), "--iteration", "2", "--to", str(with_head),
+                          "--set", "reward_prediction_coef=0.5"]) == 0
+    capsys.readouterr()
+    cases = [([str(source), "--iteration", "5", "--to", str(tmp_path / "a")],
+              "no checkpoint at iteration 5; kept: iter_000001.pt, iter_000002.pt"),
+             ([str(source), "--iteration", "1", "--to", str(source)], "already exists"),
+             ([str(source), "--iteration", "1", "--to", str(tmp_path / "b"), "--set", "lrr=1"],
+              "unknown config key 'lrr'"),
+             ([str(with_head), "--iteration", "2", "--to", str(tmp_path / "c"),
+               "--set", "reward_prediction_coef=0"], "the optimiser would lose parameters")]
+    for argv, needle in cases:
+        assert fork_run.main(argv) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert not any((tmp_path / name).exists() for name in "abc")  # nothing left behind
