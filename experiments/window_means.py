@@ -22,6 +22,7 @@ def main() -> None:
                                                          "post_update_return"])
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--limit", type=int, help="only the first LIMIT iterations")
+    parser.add_argument("--digits", type=int, default=1, help="decimals printed")
     parser.add_argument("--start", type=int, default=0,
                         help="print windows from this iteration on (forks, resumed runs)")
     parser.add_argument("--first-above", type=float,
@@ -42,7 +43,7 @@ def main() -> None:
           f"longest {times[longest]:.1f} s at iteration {longest})")
     for start in range(args.start, rows, args.window):
         stop = min(start + args.window, rows)
-        means = " / ".join(f"{np.nanmean(progress[c][start:stop]):.1f}" for c in args.columns)
+        means = " / ".join(f"{np.nanmean(progress[c][start:stop]):.{args.digits}f}" for c in args.columns)
         print(f"  iterations {start}-{stop - 1}: {means}")
     if args.first_above is not None:
         above = np.flatnonzero(progress[args.columns[-1]][:rows] > args.first_above)
