@@ -43,7 +43,8 @@ def main() -> None:
           f"longest {times[longest]:.1f} s at iteration {longest})")
     for start in range(args.start, rows, args.window):
         stop = min(start + args.window, rows)
-        means = " / ".join(f"{np.nanmean(progress[c][start:stop]):.{args.digits}f}" for c in args.columns)
+        means = " / ".join(f"{np.nanmean(progress[c][start:stop]):.{args.digits}f}"
+                           for c in args.columns)
         print(f"  iterations {start}-{stop - 1}: {means}")
     if args.first_above is not None:
         above = np.flatnonzero(progress[args.columns[-1]][:rows] > args.first_above)

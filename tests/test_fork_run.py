@@ -1,25 +1,20 @@
 """experiments/fork_run.py: a run forked at a checkpoint resumes with its weights."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_experiment
 
 import metarl
 from metarl.cli import main
 
-FORK = Path(__file__).parents[1] / "experiments" / "fork_run.py"
 TINY = ["tasks_per_iteration=4", "hidden_size=8", "eval_tasks=2", "checkpoint_every=1",
         "layer_norm=true"]
 
 
 @pytest.fixture(scope="module")
 def fork_run():
-    spec = importlib.util.spec_from_file_location("fork_run", FORK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("fork_run")
 
 
 @pytest.fixture

@@ -1,22 +1,15 @@
 """The memory probe's exact-posterior bound (experiments/memory_probe.py) on a hand-built trial."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import load_experiment
 
 from metarl.types import TrialSequences
-
-PROBE = Path(__file__).parents[1] / "experiments" / "memory_probe.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("memory_probe", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("memory_probe")
 
 
 def _sequences(states, actions, mask, num_states=3):
