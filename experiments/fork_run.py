@@ -75,7 +75,13 @@ def fork(source: Path, iteration: int, target: Path, overrides: list[str],
     torch.manual_seed(config.trainer.seed if init_seed is None else init_seed)
     agent = agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
     same_parts = set(agent.state_dict()) == set(state["agent"])
-    agent_state = None if same_parts else forked_agent_state(state["agent"], agent)
+    try:
+        if same_parts:
+            agent.load_state_dict(state["agent"])  # fails here, not at resume, if it misfits
+        agent_state = None if same_parts else forked_agent_state(state["agent"], agent)
+    except (KeyError, RuntimeError) as exc:
+        raise ConfigError(f"checkpoint {str(src_checkpoint)!r} does not fit the forked config: "
+                          f"{str(exc).splitlines()[0][:120]}") from None
     new_checkpoint = checkpoint_path(target, iteration)
     new_checkpoint.parent.mkdir(parents=True)  # only now: a failed fork leaves nothing behind
     if same_parts:

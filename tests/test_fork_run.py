@@ -1,6 +1,5 @@
 """experiments/fork_run.py: a run forked at a checkpoint resumes with its weights."""
 
-
 import pytest
 import torch
 from helpers import load_experiment
@@ -24,10 +23,6 @@ def source(tmp_path, capsys):
                  "--set", *TINY]) == 0
     capsys.readouterr()
     return run
-
-
-def _policy_weights(run_dir, checkpoint=None):
-    return metarl.load(run_dir, checkpoint).agent.policy_net.state_dict()
 
 
 def test_a_settings_change_copies_the_checkpoint_and_the_progress_rows(fork_run, source,
@@ -73,9 +68,11 @@ def test_bad_forks_are_one_clear_error(fork_run, source, tmp_path, capsys):
              ([str(source), "--iteration", "1", "--to", str(tmp_path / "b"), "--set", "lrr=1"],
               "unknown config key 'lrr'"),
              ([str(with_head), "--iteration", "2", "--to", str(tmp_path / "c"),
-               "--set", "reward_prediction_coef=0"], "the optimiser would lose parameters")]
+               "--set", "reward_prediction_coef=0"], "the optimiser would lose parameters"),
+             ([str(source), "--iteration", "1", "--to", str(tmp_path / "d"),
+               "--set", "hidden_size=6"], "does not fit the forked config")]
     for argv, needle in cases:
         assert fork_run.main(argv) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
-    assert not any((tmp_path / name).exists() for name in "abc")  # nothing left behind
+    assert not any((tmp_path / name).exists() for name in "abcd")  # nothing left behind
