@@ -28,8 +28,8 @@ import torch
 from metarl import agents
 from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
 from metarl.io import load_checkpoint, save_checkpoint
-from metarl.runs import build_run_config
-from metarl.training import checkpoint_path
+from metarl.runs import build_run_config, load_agent_state
+from metarl.training import ProgressLog, checkpoint_path
 
 
 def extend_optimizer_state(old: dict, new: dict) -> dict:
@@ -44,19 +44,18 @@ def extend_optimizer_state(old: dict, new: dict) -> dict:
     return {"state": dict(old["state"]), "param_groups": [group]}
 
 
-def forked_agent_state(source: dict, agent) -> dict:
-    """``agent``'s state with every part ``source`` also has loaded from ``source``."""
-    state = agent.state_dict()
+def merged_agent_state(source: dict, fresh: dict) -> dict:
+    """``fresh`` (a new agent's state) with every part ``source`` also has taken from it."""
+    merged = dict(fresh)
     for key, value in source.items():
-        if key not in state:
+        if key not in fresh:
             continue  # a part the new config drops
         if isinstance(value, dict) and "param_groups" in value:  # an optimiser
-            if len(value["param_groups"][0]["params"]) != len(state[key]["param_groups"][0]
+            if len(value["param_groups"][0]["params"]) != len(fresh[key]["param_groups"][0]
                                                               ["params"]):
-                value = extend_optimizer_state(value, state[key])
-        state[key] = value
-    agent.load_state_dict(state)  # checks every loaded part fits the new config
-    return agent.state_dict()
+                value = extend_optimizer_state(value, fresh[key])
+        merged[key] = value
+    return merged
 
 
 def fork(source: Path, iteration: int, target: Path, overrides: list[str],
@@ -75,26 +74,17 @@ def fork(source: Path, iteration: int, target: Path, overrides: list[str],
     torch.manual_seed(config.trainer.seed if init_seed is None else init_seed)
     agent = agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
     same_parts = set(agent.state_dict()) == set(state["agent"])
-    try:
-        if same_parts:
-            agent.load_state_dict(state["agent"])  # fails here, not at resume, if it misfits
-        agent_state = None if same_parts else forked_agent_state(state["agent"], agent)
-    except (KeyError, RuntimeError) as exc:
-        raise ConfigError(f"checkpoint {str(src_checkpoint)!r} does not fit the forked config: "
-                          f"{str(exc).splitlines()[0][:120]}") from None
+    merged = merged_agent_state(state["agent"], agent.state_dict())  # = the source if same
+    load_agent_state(agent, merged, src_checkpoint, config.agent)  # a misfit fails here
     new_checkpoint = checkpoint_path(target, iteration)
     new_checkpoint.parent.mkdir(parents=True)  # only now: a failed fork leaves nothing behind
     if same_parts:
         shutil.copyfile(src_checkpoint, new_checkpoint)
     else:
-        save_checkpoint(new_checkpoint, {**state, "agent": agent_state})
+        save_checkpoint(new_checkpoint, {**state, "agent": agent.state_dict()})
     dump_yaml(config, target / "config.yaml")
-    with ((source / "progress.csv").open(newline="") as rows,
-          (target / "progress.csv").open("w", newline="") as out):
-        for number, line in enumerate(rows):
-            if number > iteration:  # header + one row per finished iteration
-                break
-            out.write(line)
+    shutil.copyfile(source / "progress.csv", target / "progress.csv")
+    ProgressLog(target / "progress.csv").truncate_after(iteration - 1)
     return new_checkpoint
 
 

@@ -29,7 +29,9 @@ from torch import nn
 from metarl.agents.rl2 import RL2Agent, RL2Config
 from metarl.agents.rl2.agent import reward_prediction_error
 from metarl.baselines import RandomPolicy
+from metarl.config import parse_overrides
 from metarl.envs import make
+from metarl.nn import clipped_step
 from metarl.sampling import LocalSampler
 from metarl.types import TrialSequences
 
@@ -64,10 +66,7 @@ def probe(agent: RL2Agent, steps: int, trials: int, lr: float, seed: int, report
                                        torch.as_tensor(seq.actions),
                                        torch.as_tensor(seq.rewards).float(),
                                        torch.as_tensor(seq.mask))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        clipped_step(optimizer, params, loss, max_grad_norm=1.0)
         losses.append(float(loss.detach()))
         bayes.append(bayes_squared_error(seq, actions_n))
         if (step + 1) % report == 0:
@@ -77,16 +76,9 @@ def probe(agent: RL2Agent, steps: int, trials: int, lr: float, seed: int, report
                   f"  {time.perf_counter() - tic:.0f} s", flush=True)
 
 
-def parse_overrides(spec: str) -> dict:
+def variant_overrides(spec: str) -> dict:
     """``base`` or ``key=value[,key=value]`` over the layer-norm GRU of run I."""
-    if spec == "base":
-        return {}
-    values = {}
-    for item in spec.split(","):
-        key, value = item.split("=", 1)
-        kind = type(getattr(RL2Config, key))
-        values[key] = value.lower() == "true" if kind is bool else kind(value)
-    return values
+    return {} if spec == "base" else parse_overrides(spec.split(","))
 
 
 def main() -> None:
@@ -120,7 +112,7 @@ def main() -> None:
         print(spec, flush=True)
         torch.manual_seed(args.seed)
         env = make("tabular-mdp", states=args.states, actions=args.actions)
-        agent = RL2Agent(env, RL2Config(**{**BASE, **parse_overrides(spec)}))
+        agent = RL2Agent(env, RL2Config(**{**BASE, **variant_overrides(spec)}))
         probe(agent, args.steps, args.trials, args.lr, args.seed, args.report,
               args.freeze_core)
 

@@ -127,9 +127,15 @@ def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedRun
         raise CheckpointError(f"run dir {str(run_dir)!r} has no checkpoints")
     state = load_checkpoint(path)
     agent = make_agent(config, env)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit agent {config.agent!r}: "
-                              f"{str(exc).splitlines()[0][:120]}") from None
+    load_agent_state(agent, state["agent"], path, config.agent)
     return LoadedRun(agent, env, config, int(state["iteration"]), run_dir)
+
+
+def load_agent_state(agent: Any, state: dict, path: str | Path, agent_name: str) -> None:
+    """Load a checkpoint's agent ``state`` (read from ``path``); a misfit (another
+    architecture or config) is one :class:`CheckpointError` line."""
+    try:
+        agent.load_state_dict(state)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit agent {agent_name!r}: "
+                              f"{str(exc).splitlines()[0][:120]}") from None

@@ -70,7 +70,7 @@ def test_bad_forks_are_one_clear_error(fork_run, source, tmp_path, capsys):
              ([str(with_head), "--iteration", "2", "--to", str(tmp_path / "c"),
                "--set", "reward_prediction_coef=0"], "the optimiser would lose parameters"),
              ([str(source), "--iteration", "1", "--to", str(tmp_path / "d"),
-               "--set", "hidden_size=6"], "does not fit the forked config")]
+               "--set", "hidden_size=6"], "does not fit agent 'rl2'")]
     for argv, needle in cases:
         assert fork_run.main(argv) == 2
         err = capsys.readouterr().err

@@ -18,6 +18,7 @@ from metarl.nn import (
     LayerNormLSTM,
     RunningNorm,
     activation_by_name,
+    clipped_step,
     gae,
     make_head,
     masked_mean,
@@ -366,13 +367,14 @@ class RL2Agent:
             extra["reward_prediction_loss"] = prediction_loss
         if cfg.shared_core:
             value_loss = masked_mean((self._raw_values(x, features) - returns) ** 2, mask)
-            _step(self.policy_opt, self._policy_parameters(),
+            clipped_step(self.policy_opt, self._policy_parameters(),
                   policy_loss + cfg.value_coef * value_loss, cfg.max_grad_norm)
         else:
-            _step(self.policy_opt, self._policy_parameters(), policy_loss, cfg.max_grad_norm)
+            clipped_step(self.policy_opt, self._policy_parameters(), policy_loss,
+                         cfg.max_grad_norm)
             value_loss = masked_mean((self._raw_values(x) - returns) ** 2, mask)
-            _step(self.value_opt, list(self.value_net.parameters()), value_loss,
-                  cfg.max_grad_norm)
+            clipped_step(self.value_opt, list(self.value_net.parameters()), value_loss,
+                         cfg.max_grad_norm)
         # value loss in normalised units when normalize_values
         return {"policy_loss": loss, "value_loss": value_loss, "entropy": entropy, **info,
                 **extra}
@@ -436,10 +438,3 @@ def reward_prediction_error(predictions: torch.Tensor, actions: torch.Tensor,
     taken = predictions.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
     return masked_mean((taken - rewards) ** 2, mask)
 
-
-def _step(optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter],
-          loss: torch.Tensor, max_grad_norm: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-    optimizer.step()

@@ -10,8 +10,10 @@ from metarl.nn.mlp import (
     activation_by_name,
     numpy_mlp,
 )
+from metarl.nn.optim import clipped_step
 from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM
 
 __all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
            "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "activation_by_name",
-           "discounted_returns", "gae", "make_head", "masked_mean", "numpy_mlp", "ppo_clip_loss"]
+           "clipped_step", "discounted_returns", "gae", "make_head", "masked_mean", "numpy_mlp",
+           "ppo_clip_loss"]
