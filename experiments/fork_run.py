@@ -13,7 +13,11 @@ parts the source lacks (e.g. ``reward_prediction_coef`` adds RL²'s reward head)
 agent is rebuilt from the new config with torch seeded by ``--init-seed`` (default: the
 run's seed): every part the source has is loaded, new parts keep their fresh
 initialisation, and an optimiser that gained parameters at its end keeps the source's
-Adam state for the old ones. Parts the new config drops are left out.
+Adam state for the old ones. Parts the new config drops are left out. A weight that only
+gains inputs at the end of its last dimension (e.g. RL²'s ``privileged_value`` appends the
+task's parameters to the value net's inputs) keeps its old columns and gets zero columns for
+the new inputs, so the forked network first computes exactly what the source's did; their
+Adam moments start at zero.
 """
 
 from __future__ import annotations
@@ -44,18 +48,56 @@ def extend_optimizer_state(old: dict, new: dict) -> dict:
     return {"state": dict(old["state"]), "param_groups": [group]}
 
 
+def widened(old: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``old`` zero-padded at the end of its last dimension to ``shape`` when that is the
+    only difference (a layer that reads more inputs); otherwise ``old`` unchanged."""
+    if (old.ndim < 2 or old.ndim != len(shape) or old.shape[:-1] != shape[:-1]
+            or old.shape[-1] >= shape[-1]):
+        return old
+    return torch.cat([old, old.new_zeros(*shape[:-1], shape[-1] - old.shape[-1])], dim=-1)
+
+
+def _is_optimizer_state(value: object) -> bool:
+    return isinstance(value, dict) and "param_groups" in value
+
+
 def merged_agent_state(source: dict, fresh: dict) -> dict:
-    """``fresh`` (a new agent's state) with every part ``source`` also has taken from it."""
+    """``fresh`` (a new agent's state) with every part ``source`` also has taken from it
+    (weights that gained inputs widened with zeros, see :func:`widened`)."""
     merged = dict(fresh)
     for key, value in source.items():
         if key not in fresh:
             continue  # a part the new config drops
-        if isinstance(value, dict) and "param_groups" in value:  # an optimiser
+        if _is_optimizer_state(value):
             if len(value["param_groups"][0]["params"]) != len(fresh[key]["param_groups"][0]
                                                               ["params"]):
                 value = extend_optimizer_state(value, fresh[key])
+        elif isinstance(value, dict):
+            value = {name: (widened(t, fresh[key][name].shape)
+                            if torch.is_tensor(t) and name in fresh[key] else t)
+                     for name, t in value.items()}
         merged[key] = value
     return merged
+
+
+def widen_optimizer_moments(agent: object) -> None:
+    """Zero-pad the optimiser state (Adam's moments) of parameters that were widened, for
+    every optimiser the agent holds as an attribute."""
+    for opt in vars(agent).values():
+        if not isinstance(opt, torch.optim.Optimizer):
+            continue
+        for param in (p for group in opt.param_groups for p in group["params"]):
+            state = opt.state.get(param, {})
+            for name, value in state.items():
+                if torch.is_tensor(value) and value.shape != param.shape:
+                    state[name] = widened(value, param.shape)
+
+
+def _module_shapes(state: dict) -> dict:
+    """Shapes of the modules' tensors (not the optimisers') of an agent state."""
+    return {(key, name): tuple(t.shape) for key, part in state.items()
+            if isinstance(part, dict) and not _is_optimizer_state(part)
+            for name, t in part.items() if torch.is_tensor(t)}
 
 
 def fork(source: Path, iteration: int, target: Path, overrides: list[str],
@@ -73,9 +115,12 @@ def fork(source: Path, iteration: int, target: Path, overrides: list[str],
     state = load_checkpoint(src_checkpoint)
     torch.manual_seed(config.trainer.seed if init_seed is None else init_seed)
     agent = agents.build(config.agent, env, config.agent_config, device=config.trainer.device)
-    same_parts = set(agent.state_dict()) == set(state["agent"])
-    merged = merged_agent_state(state["agent"], agent.state_dict())  # = the source if same
+    fresh = agent.state_dict()
+    same_parts = (set(fresh) == set(state["agent"])
+                  and _module_shapes(fresh) == _module_shapes(state["agent"]))
+    merged = merged_agent_state(state["agent"], fresh)  # = the source if same
     load_agent_state(agent, merged, src_checkpoint, config.agent)  # a misfit fails here
+    widen_optimizer_moments(agent)
     new_checkpoint = checkpoint_path(target, iteration)
     new_checkpoint.parent.mkdir(parents=True)  # only now: a failed fork leaves nothing behind
     if same_parts:
