@@ -14,10 +14,10 @@ agent is rebuilt from the new config with torch seeded by ``--init-seed`` (defau
 run's seed): every part the source has is loaded, new parts keep their fresh
 initialisation, and an optimiser that gained parameters at its end keeps the source's
 Adam state for the old ones. Parts the new config drops are left out. A weight that only
-gains inputs at the end of its last dimension (e.g. RL²'s ``privileged_value`` appends the
-task's parameters to the value net's inputs) keeps its old columns and gets zero columns for
-the new inputs, so the forked network first computes exactly what the source's did; their
-Adam moments start at zero.
+gains inputs at the end of its last dimension (e.g. RL²'s ``previous_observation`` appends
+the previous observation to the network's inputs) keeps its old columns and gets zero
+columns for the new inputs, so the forked network first computes exactly what the source's
+did (see :func:`widen_optimizer_moments` for their Adam state).
 """
 
 from __future__ import annotations
@@ -81,16 +81,23 @@ def merged_agent_state(source: dict, fresh: dict) -> dict:
 
 
 def widen_optimizer_moments(agent: object) -> None:
-    """Zero-pad the optimiser state (Adam's moments) of parameters that were widened, for
-    every optimiser the agent holds as an attribute."""
+    """Widen the optimiser state of parameters that were widened, for every optimiser the
+    agent holds as an attribute: new columns' first moments start at zero, their second
+    moments (Adam's ``exp_avg_sq``) at the mean of the old columns in the same row. (Zero
+    would make Adam's steps on them several times the learning rate for hundreds of
+    steps: a long-running optimiser's bias correction has expired.)"""
     for opt in vars(agent).values():
         if not isinstance(opt, torch.optim.Optimizer):
             continue
         for param in (p for group in opt.param_groups for p in group["params"]):
             state = opt.state.get(param, {})
             for name, value in state.items():
-                if torch.is_tensor(value) and value.shape != param.shape:
-                    state[name] = widened(value, param.shape)
+                if not torch.is_tensor(value) or value.shape == param.shape:
+                    continue
+                wide = widened(value, param.shape)
+                if name == "exp_avg_sq" and wide is not value:
+                    wide[..., value.shape[-1]:] = value.mean(-1, keepdim=True)
+                state[name] = wide
 
 
 def _module_shapes(state: dict) -> dict:

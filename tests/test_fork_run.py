@@ -81,22 +81,23 @@ def test_bad_forks_are_one_clear_error(fork_run, source, tmp_path, capsys):
 def test_a_layer_that_gains_inputs_keeps_its_function(fork_run, source, tmp_path):
     target = tmp_path / "fork"
     assert fork_run.main([str(source), "--iteration", "2", "--to", str(target),
-                          "--set", "privileged_value=true"]) == 0
+                          "--set", "previous_observation=true"]) == 0
     forked, original = metarl.load(target).agent, metarl.load(source).agent
-    old_weight = original.value_net.core.input_proj.weight
-    new_weight = forked.value_net.core.input_proj.weight
-    extra = new_weight.shape[1] - old_weight.shape[1]
-    assert extra == 10 * 5 + 10 * 5 * 10  # reward means and transitions of a 10 x 5 MDP
-    assert torch.equal(new_weight[:, :old_weight.shape[1]], old_weight)
-    assert not new_weight[:, old_weight.shape[1]:].any()
-    x = torch.randn(3, 7, old_weight.shape[1])
-    task = torch.randn(3, 7, extra)  # zero weights: the task features change nothing yet
-    torch.testing.assert_close(forked.value_net(torch.cat([x, task], -1))[0],
-                               original.value_net(x)[0])
-    param = forked.value_net.core.input_proj.weight
-    moments = forked.value_opt.state[param]
-    old_moments = original.value_opt.state[old_weight]
-    assert moments["exp_avg"].shape == param.shape
-    assert torch.equal(moments["exp_avg_sq"][:, :old_weight.shape[1]], old_moments["exp_avg_sq"])
-    assert not moments["exp_avg"][:, old_weight.shape[1]:].any()
+    old_weight = original.policy_net.core.input_proj.weight
+    new_weight = forked.policy_net.core.input_proj.weight
+    old_size = old_weight.shape[1]
+    assert new_weight.shape[1] - old_size == 10  # the previous one-hot state of the MDP
+    assert torch.equal(new_weight[:, :old_size], old_weight)
+    assert not new_weight[:, old_size:].any()
+    x = torch.randn(3, 7, old_size)
+    previous = torch.randn(3, 7, 10)  # zero weights: the new inputs change nothing yet
+    torch.testing.assert_close(forked.policy_net(torch.cat([x, previous], -1))[0],
+                               original.policy_net(x)[0])
+    moments = forked.policy_opt.state[new_weight]
+    old_moments = original.policy_opt.state[old_weight]
+    assert moments["exp_avg"].shape == new_weight.shape
+    assert torch.equal(moments["exp_avg"][:, :old_size], old_moments["exp_avg"])
+    assert not moments["exp_avg"][:, old_size:].any()
+    row_means = old_moments["exp_avg_sq"].mean(-1, keepdim=True).expand(-1, 10)
+    assert torch.equal(moments["exp_avg_sq"][:, old_size:], row_means)
     assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "3"]) == 0
