@@ -145,6 +145,7 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"input_hidden": -1}, r"input_hidden must be >= 0 \(0: no such layer\), got -1"),
     ({"value_coef": -0.5}, "value_coef must be >= 0, got -0.5"),
     ({"reward_prediction_coef": -1.0}, "reward_prediction_coef must be >= 0, got -1.0"),
+    ({"concurrent_value_update": True, "shared_core": True}, "needs a separate value net"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -234,3 +235,21 @@ def test_reward_prediction_loss_is_the_taken_actions_squared_error():
     assert torch.equal(fresh.reward_head.weight, agent.reward_head.weight)
     with pytest.raises(ValueError, match="reward_prediction_coef needs a Discrete action"):
         _agent(make("point-nav"), reward_prediction_coef=1.0)
+
+
+def test_concurrent_value_update_gives_the_same_numbers():
+    env = make("tabular-mdp", horizon=3)
+    agents = [_agent(env, episodes_per_trial=2, tasks_per_iteration=8, ppo_epochs=2,
+                     minibatches=2, layer_norm=True, concurrent_value_update=concurrent)
+              for concurrent in (False, True)]
+    metrics = [a.train_iteration(LocalSampler(env), np.random.default_rng(3)) for a in agents]
+    assert metrics[0] == metrics[1]
+    for key, part in agents[0].state_dict().items():
+        if key == "iteration":
+            continue
+        other = agents[1].state_dict()[key]
+        if key.endswith("_opt"):  # optimiser states: compare the moments
+            for index, values in part["state"].items():
+                assert all(torch.equal(v, other["state"][index][k]) for k, v in values.items())
+        else:
+            assert all(torch.equal(v, other[name]) for name, v in part.items())
