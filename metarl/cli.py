@@ -200,7 +200,7 @@ BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sa
               "sac-update": "metarl.benchmarks.sac_update",
               "rl2-update": "metarl.benchmarks.rl2_update"}
 #: bench options passed to a benchmark's ``run`` as keywords (when given)
-BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads")
+BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads", "epochs")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -215,7 +215,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = {key: getattr(args, key) for key in BENCH_OPTIONS if getattr(args, key) is not None}
     if unknown := [f"--{key}" for key in options if key not in accepted]:
         raise UsageError(f"benchmark {args.name!r} does not take {', '.join(unknown)}")
-    for key in ("workers", "tasks", "episodes", "threads"):
+    for key in ("workers", "tasks", "episodes", "threads", "epochs"):
         if options.get(key, 1) < 1:
             raise UsageError(f"--{key} must be >= 1, got {options[key]}")
     try:
@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, help="tasks in the workload (sampler; default 20)")
     p.add_argument("--episodes", type=int, help="episodes per task (sampler; default 2)")
     p.add_argument("--threads", type=int, help="torch threads (rl2-update; default 1)")
+    p.add_argument("--epochs", type=int, help="PPO epochs per update (rl2-update; default 5)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -59,6 +59,8 @@ def test_console_scripts(tmp_path):
     (["bench", "nope"], "unknown benchmark 'nope'"),
     (["bench", "rl2-update", "--threads", "0"], "--threads must be >= 1, got 0"),
     (["bench", "envs", "--threads", "2"], "benchmark 'envs' does not take --threads"),
+    (["bench", "envs", "--epochs", "2"], "benchmark 'envs' does not take --epochs"),
+    (["bench", "rl2-update", "--epochs", "0"], "--epochs must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(argv, needle, capsys):
     assert main(argv) == 2

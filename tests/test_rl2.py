@@ -179,7 +179,7 @@ def test_rl2_update_benchmark_reports_both_cores(capsys):
     threads = torch.get_num_threads()
     wanted = 1 if threads > 1 else 2  # differs from the current count (1: no oversubscription)
     assert main(["bench", "rl2-update", "--tasks", "4", "--episodes", "2", "--threads",
-                 str(wanted), "--json"]) == 0
+                 str(wanted), "--epochs", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["threads"] == wanted and torch.get_num_threads() == threads  # restored
     for core in ("gru", "layer_norm_gru", "layer_norm_lstm", "layer_norm_gru_concurrent"):
@@ -187,7 +187,7 @@ def test_rl2_update_benchmark_reports_both_cores(capsys):
         assert timings["update_ms"] > 0 and timings["core_forward_backward_ms"] > 0
         assert 0 < timings["sample_share"] < 1
     assert result["core_ratio"] > 0 and result["lstm_core_ratio"] > 0 and result["tasks"] == 4
-    assert result["concurrent_update_speedup"] > 0
+    assert result["concurrent_update_speedup"] > 0 and result["epochs"] == 1
 
 
 def test_shared_core_trains_one_core_on_both_losses_and_round_trips():

@@ -3,13 +3,15 @@
 The layer-normalised GRU is timed twice: as is, and with ``concurrent_value_update`` (the
 value net's step on a second thread), whose speed-up needs a second free core.
 
-On the MDP n = 10 preset's sizes (tabular-mdp, 250 trials of ``episodes`` × 10 steps, GRU
-of 256 units, one torch thread): the time to sample one iteration's trials, the time of
-one PPO update (5 epochs × 4 minibatches, policy and value nets), the share of sampling in
-the iteration, and one forward-backward pass of the bare recurrent core over a minibatch
-(62 trials). Medians of ``repeats`` calls after one warm-up.
+On tabular-mdp (``tasks`` trials of ``episodes`` × 10 steps, GRU of 256 units, one torch
+thread): the time to sample one iteration's trials, the time of one PPO update (``epochs``
+× 4 minibatches, policy and value nets), the share of sampling in the iteration, and one
+forward-backward pass of the bare recurrent core over a minibatch (a quarter of the
+trials). Medians of ``repeats`` calls after one warm-up.
 
-    metarl bench rl2-update [--tasks 250] [--episodes 10] [--json]
+    metarl bench rl2-update [--tasks 250] [--episodes 10] [--epochs 5] [--json]
+
+The MDP presets' update is ``--tasks 1250 --epochs 1``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ CORES = {"gru": {}, "layer_norm_gru": {"layer_norm": True},
          "layer_norm_gru_concurrent": {"layer_norm": True, "concurrent_value_update": True}}
 
 
-def core_timings(core: dict, tasks: int, episodes: int, repeats: int) -> dict:
+def core_timings(core: dict, tasks: int, episodes: int, repeats: int, epochs: int) -> dict:
     env = make("tabular-mdp")
     torch.manual_seed(0)
     agent = RL2Agent(env, RL2Config(episodes_per_trial=episodes, tasks_per_iteration=tasks,
-                                    **core))
+                                    ppo_epochs=epochs, **core))
     sampler, task_list = LocalSampler(env), env.sample_tasks(tasks, np.random.default_rng(0))
 
     def sample():
@@ -52,11 +54,12 @@ def core_timings(core: dict, tasks: int, episodes: int, repeats: int) -> dict:
             "core_forward_backward_ms": round(median_ms(core_pass, repeats, warmup=1), 1)}
 
 
-def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1) -> dict:
+def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1,
+        epochs: int = 5) -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = {name: core_timings(core, tasks, episodes, repeats)
+        result = {name: core_timings(core, tasks, episodes, repeats, epochs)
                   for name, core in CORES.items()}
     finally:
         torch.set_num_threads(previous)
@@ -67,7 +70,7 @@ def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1
     result["concurrent_update_speedup"] = round(
         result["layer_norm_gru"]["update_ms"] / result["layer_norm_gru_concurrent"]["update_ms"],
         2)
-    result.update(tasks=tasks, episodes=episodes, threads=threads)
+    result.update(tasks=tasks, episodes=episodes, threads=threads, epochs=epochs)
     return result
 
 
