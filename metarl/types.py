@@ -59,18 +59,6 @@ class Task:
         """``params[key]`` as a numpy array (whether stored as an array or a list)."""
         return np.asarray(self.params[key], dtype=dtype)
 
-    def feature_vector(self) -> np.ndarray:
-        """Every parameter flattened into one float32 vector, keys in sorted order (what a
-        privileged, task-informed value function reads); non-numeric parameters raise."""
-        parts = []
-        for key in sorted(self.params):
-            try:
-                parts.append(self.array(key).astype(np.float32).ravel())
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"task parameter {key!r} of {self.env!r} is not numeric, so "
-                                 f"the task has no feature vector") from exc
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Task) and self.to_dict() == other.to_dict()
 

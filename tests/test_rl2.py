@@ -146,7 +146,6 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"value_coef": -0.5}, "value_coef must be >= 0, got -0.5"),
     ({"reward_prediction_coef": -1.0}, "reward_prediction_coef must be >= 0, got -1.0"),
     ({"concurrent_value_update": True, "shared_core": True}, "needs a separate value net"),
-    ({"privileged_value": True, "shared_core": True}, "privileged_value needs a separate"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -240,12 +239,10 @@ def test_reward_prediction_loss_is_the_taken_actions_squared_error():
         _agent(make("point-nav"), reward_prediction_coef=1.0)
 
 
-@pytest.mark.parametrize("privileged_value", [False, True])
-def test_concurrent_value_update_gives_the_same_numbers(privileged_value):
+def test_concurrent_value_update_gives_the_same_numbers():
     env = make("tabular-mdp", horizon=3)
     agents = [_agent(env, episodes_per_trial=2, tasks_per_iteration=8, ppo_epochs=2,
-                     minibatches=2, layer_norm=True, concurrent_value_update=concurrent,
-                     privileged_value=privileged_value)
+                     minibatches=2, layer_norm=True, concurrent_value_update=concurrent)
               for concurrent in (False, True)]
     metrics = [a.train_iteration(LocalSampler(env), np.random.default_rng(3)) for a in agents]
     assert metrics[0] == metrics[1]
@@ -258,30 +255,3 @@ def test_concurrent_value_update_gives_the_same_numbers(privileged_value):
                 assert all(torch.equal(v, other["state"][index][k]) for k, v in values.items())
         else:
             assert all(torch.equal(v, other[name]) for name, v in part.items())
-def test_privileged_value_reads_the_task_and_the_policy_does_not():
-    env = make("tabular-mdp", horizon=3)
-    agent = _agent(env, episodes_per_trial=2, tasks_per_iteration=4, ppo_epochs=1,
-                   minibatches=1, privileged_value=True)
-    tasks = env.split_tasks("train", 2)
-    rollouts = LocalSampler(env).sample(agent.policy(), tasks, trials=2, episodes=2, seed=0)
-    seq = rollouts.trial_sequences()
-    task_inputs = agent.task_inputs(tasks, trials=2)  # rows are task-major: 0, 0, 1, 1
-    expected = np.concatenate([tasks[1].array("reward_means").ravel(),
-                               tasks[1].array("transitions").ravel()])
-    np.testing.assert_allclose(task_inputs[2].numpy(), expected, rtol=1e-6)
-    assert torch.equal(task_inputs[0], task_inputs[1])
-    x = agent.inputs.from_sequences(seq)
-    value_x = agent._value_inputs(x, task_inputs)
-    assert value_x.shape[-1] == x.shape[-1] + 550 and torch.equal(value_x[..., :x.shape[-1]], x)
-    with torch.no_grad():  # the value depends on the task: change it, change the value
-        other = agent._raw_values(agent._value_inputs(x, task_inputs.flip(0)))
-        assert not torch.allclose(agent._raw_values(value_x), other)
-    assert agent.policy_net.core.input_size == x.shape[-1]
-    with pytest.raises(ValueError, match="update\\(\\) needs task_inputs"):
-        agent.update(seq)
-    metrics = agent.update(seq, task_inputs)
-    assert np.isfinite(metrics["value_loss"])
-    fresh = _agent(env, episodes_per_trial=2, privileged_value=True)
-    fresh.load_state_dict(agent.state_dict())
-    with torch.no_grad():
-        assert torch.equal(fresh._values(value_x), agent._values(value_x))

@@ -65,9 +65,6 @@ class RL2Config:
     # the value net's update runs on a second thread beside the policy's (the same numbers;
     # with threads=1 it uses a second core: ~1.9x the update speed, `metarl bench rl2-update`)
     concurrent_value_update: bool = False
-    # an asymmetric critic (not in the paper): the value net also reads the task's parameters
-    # (Task.feature_vector), known while training; the policy never sees them
-    privileged_value: bool = False
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -94,9 +91,6 @@ class RL2Config:
         if self.concurrent_value_update and self.shared_core:
             raise ValueError("concurrent_value_update needs a separate value net "
                              "(shared_core=false)")
-        if self.privileged_value and self.shared_core:
-            raise ValueError("privileged_value needs a separate value net (shared_core=false): "
-                             "the shared core is the policy's, which must not see the task")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")
@@ -283,10 +277,9 @@ class RL2Agent:
         trial_steps = config.episodes_per_trial * env.max_episode_steps
         timescale = trial_steps if config.chrono_init else None
 
-        def net(output: nn.Module, extra_inputs: int = 0) -> RecurrentNet:
-            size = self.inputs.size + extra_inputs
-            core = recurrent_core(config.input_hidden or size, config, timescale)
-            return RecurrentNet(size, core, output, config.head_hidden,
+        def net(output: nn.Module) -> RecurrentNet:
+            core = recurrent_core(config.input_hidden or self.inputs.size, config, timescale)
+            return RecurrentNet(self.inputs.size, core, output, config.head_hidden,
                                 config.input_hidden).to(self.device)
 
         self.policy_net = net(head)
@@ -296,7 +289,7 @@ class RL2Agent:
         if config.shared_core:
             self.value_head = nn.Linear(features, 1).to(self.device)
         else:
-            self.value_net = net(nn.Linear(features, 1), self._task_feature_size())
+            self.value_net = net(nn.Linear(features, 1))
             self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
         self.reward_head: nn.Linear | None = None  # one predicted reward per action
         if config.reward_prediction_coef > 0:
@@ -310,21 +303,6 @@ class RL2Agent:
         self._value_thread = (ThreadPoolExecutor(1, thread_name_prefix="rl2-value")
                               if config.concurrent_value_update else None)
 
-    def _task_feature_size(self) -> int:
-        """Inputs the value net reads besides the policy's: the task's parameters if
-        ``privileged_value`` (the size of one sampled task's feature vector), else none."""
-        if not self.config.privileged_value:
-            return 0
-        return len(self.env.sample_tasks(1, np.random.default_rng(0))[0].feature_vector())
-
-    def task_inputs(self, tasks: Sequence[Task], trials: int) -> torch.Tensor | None:
-        """``[N * M, D]`` task features for the rows of ``trial_sequences()`` (task-major),
-        or None without ``privileged_value``."""
-        if not self.config.privileged_value:
-            return None
-        features = np.stack([task.feature_vector() for task in tasks])
-        return torch.as_tensor(np.repeat(features, trials, axis=0), device=self.device)
-
     def policy(self, deterministic: bool = False) -> RL2Policy:
         return RL2Policy(self.policy_net, self.inputs, deterministic)
 
@@ -334,8 +312,7 @@ class RL2Agent:
         seed = int(rng.integers(2**31))
         rollouts = sampler.sample(self.policy(), tasks, trials=1,
                                   episodes=cfg.episodes_per_trial, seed=seed)
-        metrics = self.update(rollouts.trial_sequences(),
-                              self.task_inputs(rollouts.tasks, trials=1))
+        metrics = self.update(rollouts.trial_sequences())
         returns = rollouts.episode_returns()
         metrics.update(trial_return=float(returns.sum(-1).mean()),
                        first_episode_return=float(returns[..., 0].mean()),
@@ -344,15 +321,12 @@ class RL2Agent:
         self.iteration += 1
         return metrics
 
-    def update(self, seq: TrialSequences, task_inputs: torch.Tensor | None = None
-               ) -> dict[str, float]:
-        """PPO epochs over minibatches of whole trials; ``task_inputs`` (``[rows, D]``,
-        from :meth:`task_inputs`) are required with ``privileged_value``."""
+    def update(self, seq: TrialSequences) -> dict[str, float]:
+        """PPO epochs over minibatches of whole trials."""
         cfg = self.config
         dev = self.device
         self._set_learning_rates()
         x = self.inputs.from_sequences(seq).to(dev)
-        value_x = self._value_inputs(x, task_inputs)
         actions = torch.as_tensor(seq.actions, device=dev)
         rewards = torch.as_tensor(seq.rewards, dtype=torch.float32, device=dev) * cfg.reward_scale
         mask = torch.as_tensor(seq.mask, device=dev)
@@ -360,7 +334,7 @@ class RL2Agent:
             # the behaviour policy's, recorded while sampling (no forward pass over the batch)
             old_log_prob = torch.as_tensor(seq.extras["log_prob"], dtype=torch.float32,
                                            device=dev)
-            values = self._batch_values(value_x)
+            values = self._batch_values(x)
             advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
             if cfg.normalize_values:
                 self.value_norm.update(returns, mask)
@@ -374,35 +348,22 @@ class RL2Agent:
         perm_gen = torch.Generator().manual_seed(self.iteration)
         for _ in range(cfg.ppo_epochs):
             for idx in torch.randperm(rows, generator=perm_gen).chunk(cfg.minibatches):
-                losses = self._minibatch_step(x[idx], value_x[idx], actions[idx],
-                                              rewards[idx], old_log_prob[idx],
-                                              advantages[idx], returns[idx], mask[idx])
+                losses = self._minibatch_step(x[idx], actions[idx], rewards[idx],
+                                              old_log_prob[idx], advantages[idx],
+                                              returns[idx], mask[idx])
                 for key, value in losses.items():
                     stats.setdefault(key, []).append(float(value.detach()))
         return {key: float(np.mean(v)) for key, v in stats.items()}
 
-    def _value_inputs(self, x: torch.Tensor, task_inputs: torch.Tensor | None
-                      ) -> torch.Tensor:
-        """The value net's inputs: the policy's ``x [B, L, F]``, with the task features
-        appended at every step if ``privileged_value``."""
-        if not self.config.privileged_value:
-            return x
-        if task_inputs is None or task_inputs.shape[0] != x.shape[0]:
-            raise ValueError("privileged_value: update() needs task_inputs, one row per trial")
-        steps = task_inputs.to(x).unsqueeze(1).expand(-1, x.shape[1], -1)
-        return torch.cat([x, steps], dim=-1)
-
-    def _minibatch_step(self, x: torch.Tensor, value_x: torch.Tensor, actions: torch.Tensor,
-                        rewards: torch.Tensor, old_log_prob: torch.Tensor,
-                        advantages: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
-                        ) -> dict[str, torch.Tensor]:
+    def _minibatch_step(self, x: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                        old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                        returns: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """One PPO step of the policy and one of the value function on a minibatch of
-        trials (a single step of both when they share the core; ``value_x`` are the value
-        net's inputs); returns the losses."""
+        trials (a single step of both when they share the core); returns the losses."""
         cfg = self.config
         value_step = None  # the separate value net's step, on its own thread if concurrent
         if self._value_thread is not None:
-            value_step = self._value_thread.submit(self._value_step, value_x, returns, mask)
+            value_step = self._value_thread.submit(self._value_step, x, returns, mask)
         features, _ = self.policy_net.features(x)
         head = self.policy_net.output
         params = head(features)
@@ -424,7 +385,7 @@ class RL2Agent:
             clipped_step(self.policy_opt, self._policy_parameters(), policy_loss,
                          cfg.max_grad_norm)
             value_loss = (value_step.result() if value_step is not None
-                          else self._value_step(value_x, returns, mask))
+                          else self._value_step(x, returns, mask))
         # value loss in normalised units when normalize_values
         return {"policy_loss": loss, "value_loss": value_loss, "entropy": entropy, **info,
                 **extra}
