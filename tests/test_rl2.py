@@ -6,7 +6,7 @@ import torch
 
 from metarl.agents.rl2 import RL2Agent, RL2Config
 from metarl.envs import make
-from metarl.nn import LayerNormGRU, LayerNormLSTM
+from metarl.nn import LayerNormGRU, LayerNormLSTM, SideThread
 from metarl.random import BatchRNG
 from metarl.sampling import LocalSampler
 
@@ -145,7 +145,7 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"input_hidden": -1}, r"input_hidden must be >= 0 \(0: no such layer\), got -1"),
     ({"value_coef": -0.5}, "value_coef must be >= 0, got -0.5"),
     ({"reward_prediction_coef": -1.0}, "reward_prediction_coef must be >= 0, got -1.0"),
-    ({"concurrent_value_update": True, "shared_core": True}, "needs a separate value net"),
+    ({"second_thread": True, "shared_core": True}, "needs a separate value net"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -182,12 +182,13 @@ def test_rl2_update_benchmark_reports_both_cores(capsys):
                  str(wanted), "--epochs", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["threads"] == wanted and torch.get_num_threads() == threads  # restored
-    for core in ("gru", "layer_norm_gru", "layer_norm_lstm", "layer_norm_gru_concurrent"):
+    for core in ("gru", "layer_norm_gru", "layer_norm_lstm", "layer_norm_gru_second_thread"):
         timings = result[core]
         assert timings["update_ms"] > 0 and timings["core_forward_backward_ms"] > 0
         assert 0 < timings["sample_share"] < 1
     assert result["core_ratio"] > 0 and result["lstm_core_ratio"] > 0 and result["tasks"] == 4
-    assert result["concurrent_update_speedup"] > 0 and result["epochs"] == 1
+    assert result["second_thread_update_speedup"] > 0 and result["epochs"] == 1
+    assert result["second_thread_sample_speedup"] > 0
 
 
 def test_shared_core_trains_one_core_on_both_losses_and_round_trips():
@@ -239,10 +240,10 @@ def test_reward_prediction_loss_is_the_taken_actions_squared_error():
         _agent(make("point-nav"), reward_prediction_coef=1.0)
 
 
-def test_concurrent_value_update_gives_the_same_numbers():
+def test_second_thread_gives_the_same_numbers():
     env = make("tabular-mdp", horizon=3)
     agents = [_agent(env, episodes_per_trial=2, tasks_per_iteration=8, ppo_epochs=2,
-                     minibatches=2, layer_norm=True, concurrent_value_update=concurrent)
+                     minibatches=2, layer_norm=True, second_thread=concurrent)
               for concurrent in (False, True)]
     metrics = [a.train_iteration(LocalSampler(env), np.random.default_rng(3)) for a in agents]
     assert metrics[0] == metrics[1]
@@ -255,3 +256,38 @@ def test_concurrent_value_update_gives_the_same_numbers():
                 assert all(torch.equal(v, other["state"][index][k]) for k, v in values.items())
         else:
             assert all(torch.equal(v, other[name]) for name, v in part.items())
+
+
+def test_side_thread_keeps_the_grad_mode_and_splits_rows_exactly():
+    side = SideThread()
+    layer = torch.nn.Linear(3, 2)
+    with torch.no_grad():  # grad mode is thread-local: the side thread must take the caller's
+        assert side.submit(layer, torch.ones(1, 3)).result().grad_fn is None
+    assert side.submit(layer, torch.ones(1, 3)).result().grad_fn is not None
+    torch.manual_seed(0)
+    for core in (LayerNormGRU(5, 8), LayerNormLSTM(5, 8)):
+        inputs = torch.randn(7, 4, 5)
+        state = torch.randn(1, 7, core.state_size)
+        with torch.no_grad():
+            whole, split = core(inputs, state), side.recurrent_forward(core, inputs, state)
+        for a, b in zip(whole, split, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_second_thread_is_bit_equal_at_the_mdp_preset_size():
+    env = make("tabular-mdp")
+    agents = []
+    for second_thread in (False, True):
+        torch.manual_seed(0)
+        agents.append(RL2Agent(env, RL2Config(
+            hidden_size=256, layer_norm=True, tasks_per_iteration=1250, ppo_epochs=1,
+            minibatches=4, lr=1e-3, clip=0.1, entropy_coef=0.05, second_thread=second_thread)))
+    metrics = [a.train_iteration(LocalSampler(env), np.random.default_rng(0)) for a in agents]
+    assert metrics[0] == metrics[1]
+    for a, b in zip(agents[0].policy_net.parameters(), agents[1].policy_net.parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(agents[0].value_net.parameters(), agents[1].value_net.parameters(),
+                    strict=True):
+        assert torch.equal(a, b)

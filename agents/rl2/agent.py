@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,7 @@ from metarl.nn import (
     LayerNormGRU,
     LayerNormLSTM,
     RunningNorm,
+    SideThread,
     activation_by_name,
     clipped_step,
     gae,
@@ -62,9 +62,10 @@ class RL2Config:
     # >0: an auxiliary loss (not in the paper) trains the policy's core to predict each
     # step's reward from the history and the state, for every action (discrete actions only)
     reward_prediction_coef: float = 0.0
-    # the value net's update runs on a second thread beside the policy's (the same numbers;
-    # with threads=1 it uses a second core: ~1.9x the update speed, `metarl bench rl2-update`)
-    concurrent_value_update: bool = False
+    # a second thread runs the value net's update beside the policy's and half of each
+    # batched forward pass (the same numbers up to float rounding, bit-equal at the
+    # presets' sizes; with threads=1 it uses a second core)
+    second_thread: bool = False
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -88,9 +89,8 @@ class RL2Config:
         for name in ("value_coef", "reward_prediction_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.concurrent_value_update and self.shared_core:
-            raise ValueError("concurrent_value_update needs a separate value net "
-                             "(shared_core=false)")
+        if self.second_thread and self.shared_core:
+            raise ValueError("second_thread needs a separate value net (shared_core=false)")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")
@@ -212,8 +212,10 @@ class _TrialState:
 class RL2Policy:
     """The adapting policy: hidden state carried across the episodes of a trial."""
 
-    def __init__(self, net: RecurrentNet, inputs: RL2Inputs, deterministic: bool = False):
+    def __init__(self, net: RecurrentNet, inputs: RL2Inputs, deterministic: bool = False,
+                 side: SideThread | None = None):
         self.net, self.inputs, self.deterministic = net, inputs, deterministic
+        self.side = side  # if given, half of each step's batch runs there
         self.device = next(net.parameters()).device
 
     def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> _TrialState:
@@ -235,7 +237,10 @@ class RL2Policy:
     def act(self, obs: torch.Tensor, state: _TrialState):
         x = self.inputs.build(obs.reshape(obs.shape[0], -1), state.prev_obs, state.prev_action,
                               state.prev_reward, state.episode_start, state.has_prev)
-        params, hidden = self.net(x.unsqueeze(1), state.hidden)
+        if self.side is None:
+            params, hidden = self.net(x.unsqueeze(1), state.hidden)
+        else:
+            params, hidden = self.side.recurrent_forward(self.net, x.unsqueeze(1), state.hidden)
         head = self.net.output
         action = head.sample(params[:, 0], state.rng, self.deterministic)
         state.pending_hidden = hidden  # committed in observe() for valid environments
@@ -300,11 +305,10 @@ class RL2Agent:
         self.policy_opt = torch.optim.Adam(self._policy_parameters(), lr=config.lr)
         self.value_norm = RunningNorm().to(self.device)
         self.iteration = 0
-        self._value_thread = (ThreadPoolExecutor(1, thread_name_prefix="rl2-value")
-                              if config.concurrent_value_update else None)
+        self._side = SideThread("rl2") if config.second_thread else None
 
     def policy(self, deterministic: bool = False) -> RL2Policy:
-        return RL2Policy(self.policy_net, self.inputs, deterministic)
+        return RL2Policy(self.policy_net, self.inputs, deterministic, self._side)
 
     def train_iteration(self, sampler: Sampler, rng: np.random.Generator) -> dict[str, float]:
         cfg = self.config
@@ -362,8 +366,8 @@ class RL2Agent:
         trials (a single step of both when they share the core); returns the losses."""
         cfg = self.config
         value_step = None  # the separate value net's step, on its own thread if concurrent
-        if self._value_thread is not None:
-            value_step = self._value_thread.submit(self._value_step, x, returns, mask)
+        if self._side is not None:
+            value_step = self._side.submit(self._value_step, x, returns, mask)
         features, _ = self.policy_net.features(x)
         head = self.policy_net.output
         params = head(features)
@@ -391,12 +395,12 @@ class RL2Agent:
                 **extra}
 
     def _batch_values(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`_values` of a whole batch; with the value thread, its two halves at once
+        """:meth:`_values` of a whole batch; with the second thread, its two halves at once
         (each row's values do not depend on the others')."""
-        if self._value_thread is None or x.shape[0] < 2:
+        if self._side is None or x.shape[0] < 2:
             return self._values(x)
         half = x.shape[0] // 2
-        first = self._value_thread.submit(self._values, x[:half])
+        first = self._side.submit(self._values, x[:half])
         second = self._values(x[half:])
         return torch.cat([first.result(), second])
 

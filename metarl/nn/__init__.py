@@ -12,8 +12,9 @@ from metarl.nn.mlp import (
 )
 from metarl.nn.optim import clipped_step
 from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM
+from metarl.nn.threads import SideThread
 
 __all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
-           "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "activation_by_name",
-           "clipped_step", "discounted_returns", "gae", "make_head", "masked_mean", "numpy_mlp",
-           "ppo_clip_loss"]
+           "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "SideThread",
+           "activation_by_name", "clipped_step", "discounted_returns", "gae", "make_head",
+           "masked_mean", "numpy_mlp", "ppo_clip_loss"]
