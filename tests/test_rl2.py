@@ -1,5 +1,7 @@
 """RL²: hidden state across episodes, input encoding, update sanity."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -259,7 +261,7 @@ def test_second_thread_gives_the_same_numbers():
 
 
 def test_side_thread_keeps_the_grad_mode_and_splits_rows_exactly():
-    side = SideThread()
+    side = pickle.loads(pickle.dumps(SideThread()))  # copies (Ray ships policies) get a pool
     layer = torch.nn.Linear(3, 2)
     with torch.no_grad():  # grad mode is thread-local: the side thread must take the caller's
         assert side.submit(layer, torch.ones(1, 3)).result().grad_fn is None

@@ -365,7 +365,7 @@ class RL2Agent:
         """One PPO step of the policy and one of the value function on a minibatch of
         trials (a single step of both when they share the core); returns the losses."""
         cfg = self.config
-        value_step = None  # the separate value net's step, on its own thread if concurrent
+        value_step = None  # the separate value net's step, on the second thread if any
         if self._side is not None:
             value_step = self._side.submit(self._value_step, x, returns, mask)
         features, _ = self.policy_net.features(x)

@@ -19,7 +19,11 @@ class SideThread:
     mode is thread-local, so without this a ``no_grad`` caller's work would build graphs)."""
 
     def __init__(self, name: str = "metarl-side"):
+        self.name = name
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    def __reduce__(self):  # a copy (e.g. a policy shipped to a Ray worker) gets its own pool
+        return SideThread, (self.name,)
 
     def submit(self, fn: Callable, *args) -> Future:
         grad = torch.is_grad_enabled()
