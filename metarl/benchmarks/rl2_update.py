@@ -1,14 +1,12 @@
 """Where an RL² iteration's time goes, with nn.GRU, the layer-normalised GRU and LSTM.
 
-The layer-normalised GRU is timed twice: as is, and with ``second_thread`` (the value
-net's step and half of each batched forward pass on a second thread), whose speed-up
-needs a second free core.
-
 On tabular-mdp (``tasks`` trials of ``episodes`` × 10 steps, GRU of 256 units, one torch
 thread): the time to sample one iteration's trials, the time of one PPO update (``epochs``
 × 4 minibatches, policy and value nets), the share of sampling in the iteration, and one
 forward-backward pass of the bare recurrent core over a minibatch (a quarter of the
-trials). Medians of ``repeats`` calls after one warm-up.
+trials). Medians of ``repeats`` calls after one warm-up. The layer-normalised GRU is timed
+twice: as is, and with ``second_thread`` (the value net's step and half of each batched
+forward pass on a second thread), whose speed-up needs a second free core.
 
     metarl bench rl2-update [--tasks 250] [--episodes 10] [--epochs 5] [--json]
 
