@@ -395,14 +395,13 @@ class RL2Agent:
                 **extra}
 
     def _batch_values(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`_values` of a whole batch; with the second thread, its two halves at once
-        (each row's values do not depend on the others')."""
-        if self._side is None or x.shape[0] < 2:
+        """:meth:`_values` of a whole batch; with the second thread, the value net runs
+        on the two halves of the rows at once (:meth:`SideThread.recurrent_forward`)."""
+        if self._side is None:
             return self._values(x)
-        half = x.shape[0] // 2
-        first = self._side.submit(self._values, x[:half])
-        second = self._values(x[half:])
-        return torch.cat([first.result(), second])
+        state = x.new_zeros(1, x.shape[0], self.value_net.state_size)  # = no state given
+        raw = self._side.recurrent_forward(self.value_net, x, state)[0].squeeze(-1)
+        return self._in_reward_units(raw)
 
     def _value_step(self, x: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
                     ) -> torch.Tensor:
@@ -442,7 +441,9 @@ class RL2Agent:
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
         """State values in reward units (the net predicts standardised ones)."""
-        raw = self._raw_values(x)
+        return self._in_reward_units(self._raw_values(x))
+
+    def _in_reward_units(self, raw: torch.Tensor) -> torch.Tensor:
         return self.value_norm.denormalize(raw) if self.config.normalize_values else raw
 
     def state_dict(self) -> dict:
