@@ -200,7 +200,7 @@ BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sa
               "sac-update": "metarl.benchmarks.sac_update",
               "rl2-update": "metarl.benchmarks.rl2_update"}
 #: bench options passed to a benchmark's ``run`` as keywords (when given)
-BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads", "epochs")
+BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads", "epochs", "cores")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, help="episodes per task (sampler; default 2)")
     p.add_argument("--threads", type=int, help="torch threads (rl2-update; default 1)")
     p.add_argument("--epochs", type=int, help="PPO epochs per update (rl2-update; default 5)")
+    p.add_argument("--cores", nargs="+", metavar="NAME",
+                   help="recurrent cores to time (rl2-update; default all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -293,3 +293,26 @@ def test_second_thread_is_bit_equal_at_the_mdp_preset_size():
     for a, b in zip(agents[0].value_net.parameters(), agents[1].value_net.parameters(),
                     strict=True):
         assert torch.equal(a, b)
+
+
+def test_rl2_update_benchmark_times_only_the_named_cores(capsys):
+    import json
+
+    from metarl.cli import main
+
+    assert main(["bench", "rl2-update", "--tasks", "4", "--episodes", "2", "--epochs", "1",
+                 "--cores", "layer_norm_gru", "layer_norm_gru_second_thread", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "gru" not in result and "layer_norm_lstm" not in result
+    assert "core_ratio" not in result and "lstm_core_ratio" not in result  # gru not timed
+    assert result["second_thread_update_speedup"] > 0
+    assert result["second_thread_sample_speedup"] > 0
+
+
+def test_rl2_update_benchmark_rejects_an_unknown_core(capsys):
+    from metarl.cli import main
+
+    assert main(["bench", "rl2-update", "--tasks", "4", "--cores", "transformer"]) == 2
+    error = capsys.readouterr().err
+    assert "'transformer'" in error and "layer_norm_gru_second_thread" in error
+    assert len(error.strip().splitlines()) == 1

@@ -8,9 +8,11 @@ trials). Medians of ``repeats`` calls after one warm-up. The layer-normalised GR
 twice: as is, and with ``second_thread`` (the value net's step and half of each batched
 forward pass on a second thread), whose speed-up needs a second free core.
 
-    metarl bench rl2-update [--tasks 250] [--episodes 10] [--epochs 5] [--json]
+    metarl bench rl2-update [--tasks 250] [--episodes 10] [--epochs 5] [--cores NAME ...] [--json]
 
-The MDP presets' update is ``--tasks 1250 --epochs 1``.
+The MDP presets' update is ``--tasks 1250 --epochs 1``. ``--cores`` times only the named
+cores (of ``CORES``); a ratio is reported when both of its cores were timed, e.g. ``--cores
+layer_norm_gru layer_norm_gru_second_thread`` for the second thread's speed-ups alone.
 """
 
 from __future__ import annotations
@@ -54,24 +56,37 @@ def core_timings(core: dict, tasks: int, episodes: int, repeats: int, epochs: in
 
 
 def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1,
-        epochs: int = 5) -> dict:
+        epochs: int = 5, cores: list[str] | None = None) -> dict:
+    names = list(CORES) if not cores else list(dict.fromkeys(cores))
+    if unknown := [name for name in names if name not in CORES]:
+        raise ValueError(f"unknown core {unknown[0]!r}; valid cores: {', '.join(CORES)}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = {name: core_timings(core, tasks, episodes, repeats, epochs)
-                  for name, core in CORES.items()}
+        result = {name: core_timings(CORES[name], tasks, episodes, repeats, epochs)
+                  for name in names}
     finally:
         torch.set_num_threads(previous)
-    gru_ms = result["gru"]["core_forward_backward_ms"]
-    result["core_ratio"] = round(result["layer_norm_gru"]["core_forward_backward_ms"] / gru_ms, 2)
-    result["lstm_core_ratio"] = round(
-        result["layer_norm_lstm"]["core_forward_backward_ms"] / gru_ms, 2)
-    one, two = result["layer_norm_gru"], result["layer_norm_gru_second_thread"]
-    result["second_thread_sample_speedup"] = round(one["sample_ms"] / two["sample_ms"], 2)
-    result["second_thread_update_speedup"] = round(one["update_ms"] / two["update_ms"], 2)
+    result.update(_ratios(result))
     result.update(tasks=tasks, episodes=episodes, threads=threads, epochs=epochs)
     return result
 
+
+RATIOS = {  # name: (numerator core, denominator core, timing)
+    "core_ratio": ("layer_norm_gru", "gru", "core_forward_backward_ms"),
+    "lstm_core_ratio": ("layer_norm_lstm", "gru", "core_forward_backward_ms"),
+    "second_thread_sample_speedup": ("layer_norm_gru", "layer_norm_gru_second_thread",
+                                     "sample_ms"),
+    "second_thread_update_speedup": ("layer_norm_gru", "layer_norm_gru_second_thread",
+                                     "update_ms"),
+}
+
+
+def _ratios(timings: dict) -> dict:
+    """The ratios of ``RATIOS`` whose two cores were both timed."""
+    return {name: round(timings[top][key] / timings[bottom][key], 2)
+            for name, (top, bottom, key) in RATIOS.items()
+            if top in timings and bottom in timings}
 
 if __name__ == "__main__":
     import json
