@@ -143,9 +143,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--num-tasks must be >= 1, got {num_tasks}")
     if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    if few_shot and args.deterministic:
+        raise UsageError(f"--deterministic applies to RL agents, not to the few-shot learner "
+                         f"{loaded.config.agent!r}")
     sampler = None if few_shot else LocalSampler(loaded.env)
     result = evaluate(loaded.agent, loaded.env, sampler, split=args.split, num_tasks=num_tasks,
-                      episodes=args.episodes, seed=args.seed)
+                      episodes=args.episodes, seed=args.seed, deterministic=args.deterministic)
     result = {"agent": loaded.config.agent, "env": loaded.config.env,
               "iteration": loaded.iteration, **result}
     if args.json:
@@ -264,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out tasks (default 100; few-shot learners 600)")
     p.add_argument("--episodes", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="act on the policy's most likely action (mean) instead of sampling")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("render", help="animate trials of a trained run on held-out tasks")

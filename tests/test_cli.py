@@ -149,3 +149,27 @@ def test_periodic_evaluations_reach_progress_csv(tmp_path):
     rows = _rows(run)
     assert [bool(r["eval_trial_return"]) for r in rows] == [False, True, False, True, False]
     assert float(rows[1]["eval_last_episode_return"]) >= 0.0  # bandit rewards are 0 or 1
+
+
+def test_eval_deterministic_acts_on_the_most_likely_action(tmp_path, capsys):
+    run = tmp_path / "mdp"
+    assert main(["train", "rl2", "tabular-mdp", "--iterations", "1", "--run-dir", str(run),
+                 *TINY]) == 0
+    capsys.readouterr()
+    returns = {}
+    for flags in ([], ["--deterministic"], ["--deterministic"]):
+        assert main(["eval", str(run), "--json", "--num-tasks", "6", *flags]) == 0
+        returns.setdefault(tuple(flags), []).append(
+            json.loads(capsys.readouterr().out)["trial_return"])
+    sampled, (greedy, again) = returns[()][0], returns[("--deterministic",)]
+    assert greedy == again and greedy != sampled  # other actions, Gaussian rewards
+
+
+def test_eval_deterministic_is_refused_for_a_few_shot_learner(tmp_path, capsys):
+    run = tmp_path / "sine"
+    assert main(["train", "maml", "sinusoid", "--iterations", "1", "--run-dir", str(run),
+                 "--set", "eval_tasks=4", "meta_batch=2", "hidden=8"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--deterministic"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--deterministic" in error and "'maml'" in error and len(error.splitlines()) == 1
