@@ -101,3 +101,14 @@ def test_a_layer_that_gains_inputs_keeps_its_function(fork_run, source, tmp_path
     row_means = old_moments["exp_avg_sq"].mean(-1, keepdim=True).expand(-1, 10)
     assert torch.equal(moments["exp_avg_sq"][:, old_size:], row_means)
     assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "3"]) == 0
+
+
+def test_a_critic_that_gains_the_time_input_keeps_its_values(fork_run, source, tmp_path):
+    target = tmp_path / "timed"
+    assert fork_run.main([str(source), "--iteration", "2", "--to", str(target),
+                          "--set", "value_time_input=true"]) == 0
+    forked, original = metarl.load(target).agent, metarl.load(source).agent
+    x = torch.randn(3, 7, original.inputs.size)
+    torch.testing.assert_close(forked._values(x), original._values(x))  # zero new column
+    assert forked.value_net.core.input_size == original.value_net.core.input_size + 1
+    assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "3"]) == 0

@@ -148,6 +148,7 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"value_coef": -0.5}, "value_coef must be >= 0, got -0.5"),
     ({"reward_prediction_coef": -1.0}, "reward_prediction_coef must be >= 0, got -1.0"),
     ({"second_thread": True, "shared_core": True}, "needs a separate value net"),
+    ({"value_time_input": True, "shared_core": True}, "value_time_input needs a separate"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -316,3 +317,26 @@ def test_rl2_update_benchmark_rejects_an_unknown_core(capsys):
     error = capsys.readouterr().err
     assert "'transformer'" in error and "layer_norm_gru_second_thread" in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_value_time_input_is_the_discounted_horizon_left_for_the_critic_only():
+    env = make("tabular-mdp", horizon=3)
+    plain = _agent(env, episodes_per_trial=2, discount=0.5)
+    timed = _agent(env, episodes_per_trial=2, discount=0.5, value_time_input=True)
+    x = torch.randn(4, 6, plain.inputs.size)
+    extended = timed._value_inputs(x)
+    assert torch.equal(extended[..., :-1], x) and torch.equal(plain._value_inputs(x), x)
+    expected = torch.tensor([1 - 0.5 ** 6, 1 - 0.5 ** 5, 1 - 0.5 ** 4, 0.875, 0.75, 0.5])
+    torch.testing.assert_close(extended[..., -1], expected.expand(4, -1))
+    sizes = [(a.policy_net.core.input_size, a.value_net.core.input_size) for a in (plain, timed)]
+    assert sizes == [(x.shape[-1], x.shape[-1]), (x.shape[-1], x.shape[-1] + 1)]
+    assert timed._values(x).shape == (4, 6)
+
+
+def test_value_time_input_trains_with_the_second_thread_to_the_same_numbers():
+    env = make("tabular-mdp", horizon=3)
+    agents = [_agent(env, episodes_per_trial=2, tasks_per_iteration=8, ppo_epochs=2,
+                     minibatches=2, layer_norm=True, value_time_input=True,
+                     second_thread=second_thread) for second_thread in (False, True)]
+    metrics = [a.train_iteration(LocalSampler(env), np.random.default_rng(3)) for a in agents]
+    assert metrics[0] == metrics[1] and np.isfinite(metrics[0]["value_loss"])

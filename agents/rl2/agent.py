@@ -66,6 +66,10 @@ class RL2Config:
     # batched forward pass (the same numbers up to float rounding, bit-equal at the
     # presets' sizes; with threads=1 it uses a second core)
     second_thread: bool = False
+    # the value net (not the policy) also reads the discounted horizon left in the trial,
+    # 1 - discount**(steps left): a fixed-length trial's return-to-go depends on it
+    # (Pardo et al. 2018), and a critic must otherwise count the steps in its memory
+    value_time_input: bool = False
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -89,8 +93,9 @@ class RL2Config:
         for name in ("value_coef", "reward_prediction_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.second_thread and self.shared_core:
-            raise ValueError("second_thread needs a separate value net (shared_core=false)")
+        for name in ("second_thread", "value_time_input"):
+            if getattr(self, name) and self.shared_core:
+                raise ValueError(f"{name} needs a separate value net (shared_core=false)")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")
@@ -282,9 +287,10 @@ class RL2Agent:
         trial_steps = config.episodes_per_trial * env.max_episode_steps
         timescale = trial_steps if config.chrono_init else None
 
-        def net(output: nn.Module) -> RecurrentNet:
-            core = recurrent_core(config.input_hidden or self.inputs.size, config, timescale)
-            return RecurrentNet(self.inputs.size, core, output, config.head_hidden,
+        def net(output: nn.Module, extra_inputs: int = 0) -> RecurrentNet:
+            size = self.inputs.size + extra_inputs
+            core = recurrent_core(config.input_hidden or size, config, timescale)
+            return RecurrentNet(size, core, output, config.head_hidden,
                                 config.input_hidden).to(self.device)
 
         self.policy_net = net(head)
@@ -294,7 +300,7 @@ class RL2Agent:
         if config.shared_core:
             self.value_head = nn.Linear(features, 1).to(self.device)
         else:
-            self.value_net = net(nn.Linear(features, 1))
+            self.value_net = net(nn.Linear(features, 1), int(config.value_time_input))
             self.value_opt = torch.optim.Adam(self.value_net.parameters(), lr=config.value_lr)
         self.reward_head: nn.Linear | None = None  # one predicted reward per action
         if config.reward_prediction_coef > 0:
@@ -400,7 +406,8 @@ class RL2Agent:
         if self._side is None:
             return self._values(x)
         state = x.new_zeros(1, x.shape[0], self.value_net.state_size)  # = no state given
-        raw = self._side.recurrent_forward(self.value_net, x, state)[0].squeeze(-1)
+        raw = self._side.recurrent_forward(self.value_net, self._value_inputs(x),
+                                           state)[0].squeeze(-1)
         return self._in_reward_units(raw)
 
     def _value_step(self, x: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
@@ -434,10 +441,19 @@ class RL2Agent:
         """The value output ``[B, L]`` (standardised if ``normalize_values``); a shared core
         reuses the policy's ``features`` when given."""
         if self.value_net is not None:
-            return self.value_net(x)[0].squeeze(-1)
+            return self.value_net(self._value_inputs(x))[0].squeeze(-1)
         if features is None:
             features, _ = self.policy_net.features(x)
         return self.value_head(features).squeeze(-1)
+
+    def _value_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The value net's inputs: the trials' ``x [B, L, F]``, with ``value_time_input``
+        and the discounted horizon left, ``1 - discount**(L - t)`` at step ``t``."""
+        if not self.config.value_time_input:
+            return x
+        steps_left = torch.arange(x.shape[1], 0, -1, device=x.device, dtype=x.dtype)
+        horizon = 1.0 - self.config.discount ** steps_left
+        return torch.cat([x, horizon.expand(x.shape[0], -1).unsqueeze(-1)], dim=-1)
 
     def _values(self, x: torch.Tensor) -> torch.Tensor:
         """State values in reward units (the net predicts standardised ones)."""
