@@ -447,8 +447,9 @@ class RL2Agent:
         return self.value_head(features).squeeze(-1)
 
     def _value_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The value net's inputs: the trials' ``x [B, L, F]``, with ``value_time_input``
-        and the discounted horizon left, ``1 - discount**(L - t)`` at step ``t``."""
+        """The value net's inputs: the trials' ``x [B, L, F]``, and with ``value_time_input``
+        one more feature, the discounted horizon left ``1 - discount**(L - t)`` at step ``t``
+        (``L`` the padded trial length, exact for fixed-length trials)."""
         if not self.config.value_time_input:
             return x
         steps_left = torch.arange(x.shape[1], 0, -1, device=x.device, dtype=x.dtype)

@@ -88,6 +88,7 @@ def _ratios(timings: dict) -> dict:
             for name, (top, bottom, key) in RATIOS.items()
             if top in timings and bottom in timings}
 
+
 if __name__ == "__main__":
     import json
 
