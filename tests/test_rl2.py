@@ -340,3 +340,22 @@ def test_value_time_input_trains_with_the_second_thread_to_the_same_numbers():
                      second_thread=second_thread) for second_thread in (False, True)]
     metrics = [a.train_iteration(LocalSampler(env), np.random.default_rng(3)) for a in agents]
     assert metrics[0] == metrics[1] and np.isfinite(metrics[0]["value_loss"])
+
+
+def test_deterministic_rl2_policy_takes_the_most_likely_action():
+    from metarl.nn.heads import CategoricalHead
+
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
+    rng = BatchRNG(0, np.arange(2))
+    assert CategoricalHead(4, 3).sample(logits, rng, deterministic=True).tolist() == [1, 0]
+    env = make("bandit", arms=3)
+    agent = _agent(env)
+    first = {}
+    for deterministic in (False, True):
+        policy = agent.policy(deterministic=deterministic)
+        state = policy.reset(env.split_tasks("train", 50), 1, BatchRNG(0, np.arange(50)))
+        with torch.no_grad():  # as the samplers call it
+            actions, _, _ = policy.act(torch.zeros(50, 1), state)
+        first[deterministic] = set(np.asarray(actions).tolist())
+    # 50 trials see the same first input: one most likely arm, where sampling varies
+    assert len(first[True]) == 1 and len(first[False]) > 1
