@@ -344,7 +344,7 @@ class RL2Agent:
             # the behaviour policy's, recorded while sampling (no forward pass over the batch)
             old_log_prob = torch.as_tensor(seq.extras["log_prob"], dtype=torch.float32,
                                            device=dev)
-            values = self._batch_values(x)
+            values = self._values(x, split=True)
             advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
             if cfg.normalize_values:
                 self.value_norm.update(returns, mask)
@@ -400,16 +400,6 @@ class RL2Agent:
         return {"policy_loss": loss, "value_loss": value_loss, "entropy": entropy, **info,
                 **extra}
 
-    def _batch_values(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`_values` of a whole batch; with the second thread, the value net runs
-        on the two halves of the rows at once (:meth:`SideThread.recurrent_forward`)."""
-        if self._side is None:
-            return self._values(x)
-        state = x.new_zeros(1, x.shape[0], self.value_net.state_size)  # = no state given
-        raw = self._side.recurrent_forward(self.value_net, self._value_inputs(x),
-                                           state)[0].squeeze(-1)
-        return self._in_reward_units(raw)
-
     def _value_step(self, x: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
                     ) -> torch.Tensor:
         """One step of the separate value net on a minibatch; returns its loss. It shares
@@ -436,12 +426,17 @@ class RL2Agent:
         heads = [h for h in (self.value_head, self.reward_head) if h is not None]
         return [*self.policy_net.parameters(), *(p for h in heads for p in h.parameters())]
 
-    def _raw_values(self, x: torch.Tensor, features: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+    def _raw_values(self, x: torch.Tensor, features: torch.Tensor | None = None,
+                    split: bool = False) -> torch.Tensor:
         """The value output ``[B, L]`` (standardised if ``normalize_values``); a shared core
-        reuses the policy's ``features`` when given."""
+        reuses the policy's ``features`` when given. ``split`` runs a separate value net on
+        the two halves of the rows at once when there is a second thread (never from the
+        second thread itself, which would wait on itself)."""
         if self.value_net is not None:
-            return self.value_net(self._value_inputs(x))[0].squeeze(-1)
+            inputs = self._value_inputs(x)
+            if split and self._side is not None:
+                return self._side.recurrent_forward(self.value_net, inputs)[0].squeeze(-1)
+            return self.value_net(inputs)[0].squeeze(-1)
         if features is None:
             features, _ = self.policy_net.features(x)
         return self.value_head(features).squeeze(-1)
@@ -456,11 +451,10 @@ class RL2Agent:
         horizon = 1.0 - self.config.discount ** steps_left
         return torch.cat([x, horizon.expand(x.shape[0], -1).unsqueeze(-1)], dim=-1)
 
-    def _values(self, x: torch.Tensor) -> torch.Tensor:
-        """State values in reward units (the net predicts standardised ones)."""
-        return self._in_reward_units(self._raw_values(x))
-
-    def _in_reward_units(self, raw: torch.Tensor) -> torch.Tensor:
+    def _values(self, x: torch.Tensor, split: bool = False) -> torch.Tensor:
+        """State values in reward units (the net predicts standardised ones); ``split`` as
+        in :meth:`_raw_values`."""
+        raw = self._raw_values(x, split=split)
         return self.value_norm.denormalize(raw) if self.config.normalize_values else raw
 
     def state_dict(self) -> dict:

@@ -34,16 +34,18 @@ class SideThread:
 
         return self._pool.submit(call)
 
-    def recurrent_forward(self, net: nn.Module, inputs: torch.Tensor, state: torch.Tensor
+    def recurrent_forward(self, net: nn.Module, inputs: torch.Tensor,
+                          state: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``net(inputs [B, ...], state [1, B, S])`` with the first half of the rows on the
+        """``net(inputs [B, ...], state [1, B, S] | None)`` with the first half of the rows on the
         side thread and the second on the caller's; rows are independent, so the result is
         the whole batch's up to float rounding (a matrix kernel may treat a half-size batch
         differently: bit-equal for RL²'s layer-norm cores from 16 units up here, not at 8)."""
         if inputs.shape[0] < 2:
             return net(inputs, state)
         half = inputs.shape[0] // 2
-        first = self.submit(net, inputs[:half], state[:, :half])
-        outputs, last_state = net(inputs[half:], state[:, half:])
+        first_in, last_in = (None, None) if state is None else (state[:, :half], state[:, half:])
+        first = self.submit(net, inputs[:half], first_in)
+        outputs, last_state = net(inputs[half:], last_in)
         first_outputs, first_state = first.result()
         return torch.cat([first_outputs, outputs]), torch.cat([first_state, last_state], dim=1)
