@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from metarl.allocator import keep_freed_memory
+
 
 class UsageError(ValueError):
     """Bad input from the user: reported as one line, exit code 2."""
@@ -307,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     errors = _usage_errors()
     try:
         return args.func(args)
