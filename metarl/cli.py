@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metarl.allocator import keep_freed_memory
+from metarl.stopping import TrainingStopped
 
 
 class UsageError(ValueError):
@@ -317,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         print(f"metarl: error: {message}", file=sys.stderr)
         return 2
+    except TrainingStopped as exc:
+        print(f"metarl: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("metarl: interrupted; resume with --resume", file=sys.stderr)
         return 130

@@ -11,7 +11,9 @@
 The Trainer knows nothing agent-specific. A run killed at any point resumes from its last
 checkpoint: rows of ``progress.csv`` written after that checkpoint are dropped and the
 iterations are re-run with the same random streams, so the metrics equal an uninterrupted
-run's.
+run's. SIGTERM, or SIGINT where the process does not ignore it, stops the run once the
+iteration in flight is logged and saved (:class:`TrainingStopped`), so nothing is re-run;
+a second signal acts at once as usual.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from metarl.evaluation import eval_summary, evaluate
 from metarl.io import atomic_write_text, load_checkpoint, save_checkpoint
 from metarl.policy import Agent
 from metarl.sampling import Sampler
+from metarl.stopping import TrainingStopped, stop_requests
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -139,32 +142,48 @@ class Trainer:
         bar = _progress_bar(cfg.iterations, self.start_iteration, progress)
         env_steps = self._env_steps_so_far()
         started = time.time()
-        for it in range(self.start_iteration, cfg.iterations):
-            tick = time.time()
-            rng = np.random.default_rng([cfg.seed, it])
-            metrics = self.agent.train_iteration(self.sampler, rng)
-            env_steps += int(metrics.get("env_steps", 0))
-            row = {"iteration": it, "env_steps_total": env_steps,
-                   "time_s": round(time.time() - tick, 4), **metrics}
-            if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and it + 1 < cfg.iterations:
-                row.update(self._eval_metrics())
-            self.log.append(row)
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and math.isfinite(value) and writer:
-                    writer.add_scalar(key, value, it)
-            if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
-                self.save(it + 1)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
-                                 if k in ("trial_return", "mean_return", "loss", "accuracy")})
+        with stop_requests() as stops:
+            for it in range(self.start_iteration, cfg.iterations):
+                env_steps = self._iteration(it, env_steps, writer, bar)
+                if stops:
+                    if latest_checkpoint(self.run_dir) != checkpoint_path(self.run_dir, it + 1):
+                        self.save(it + 1)
+                    self._close(writer, bar)
+                    raise TrainingStopped(stops[0], it + 1)
+        self._close(writer, bar)
+        if self.start_iteration >= cfg.iterations and latest_checkpoint(self.run_dir) is None:
+            self.save(cfg.iterations)
+        return {"iterations": cfg.iterations, "wall_time_s": time.time() - started}
+
+    def _iteration(self, it: int, env_steps: int, writer: Any, bar: Any) -> int:
+        """Run, log and (when due) save iteration ``it``; returns the env steps so far."""
+        cfg = self.config.trainer
+        tick = time.time()
+        rng = np.random.default_rng([cfg.seed, it])
+        metrics = self.agent.train_iteration(self.sampler, rng)
+        env_steps += int(metrics.get("env_steps", 0))
+        row = {"iteration": it, "env_steps_total": env_steps,
+               "time_s": round(time.time() - tick, 4), **metrics}
+        if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and it + 1 < cfg.iterations:
+            row.update(self._eval_metrics())
+        self.log.append(row)
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and math.isfinite(value) and writer:
+                writer.add_scalar(key, value, it)
+        if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+            self.save(it + 1)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
+                             if k in ("trial_return", "mean_return", "loss", "accuracy")})
+        return env_steps
+
+    @staticmethod
+    def _close(writer: Any, bar: Any) -> None:
         if bar is not None:
             bar.close()
         if writer:
             writer.close()
-        if self.start_iteration >= cfg.iterations and latest_checkpoint(self.run_dir) is None:
-            self.save(cfg.iterations)
-        return {"iterations": cfg.iterations, "wall_time_s": time.time() - started}
 
     def _eval_metrics(self) -> dict[str, float]:
         cfg = self.config.trainer

@@ -173,3 +173,51 @@ def test_eval_deterministic_is_refused_for_a_few_shot_learner(tmp_path, capsys):
     assert main(["eval", str(run), "--deterministic"]) == 2
     error = capsys.readouterr().err.strip()
     assert "--deterministic" in error and "'maml'" in error and len(error.splitlines()) == 1
+
+
+def test_sigterm_saves_the_iteration_in_flight_and_resume_continues_exactly(tmp_path):
+    import signal
+    import time
+
+    common = ["--set", "checkpoint_every=1000", *TINY[1:]]
+    cut, full = tmp_path / "cut", tmp_path / "full"
+    proc = subprocess.Popen([sys.executable, "-m", "metarl.cli", "train", "rl2", "bandit",
+                             "--iterations", "1000", "--run-dir", str(cut), *common],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+            (cut / "progress.csv").exists() and len(_rows(cut)) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    done = len(_rows(cut))  # no periodic checkpoint was due: the stop wrote this one
+    assert f"stopped by SIGTERM after iteration {done} (checkpoint saved)" in err
+    assert [p.name for p in (cut / "checkpoints").iterdir()] == [f"iter_{done:06d}.pt"]
+    assert main(["train", "--resume", "--run-dir", str(cut), "--iterations", str(done + 2)]) == 0
+    assert main(["train", "rl2", "bandit", "--iterations", str(done + 2), "--run-dir", str(full),
+                 *common]) == 0
+    a, b = _rows(full), _rows(cut)
+    assert len(a) == len(b) == done + 2
+    for ra, rb in zip(a, b, strict=True):
+        assert {k: v for k, v in ra.items() if k != "time_s"} == {
+            k: v for k, v in rb.items() if k != "time_s"}
+
+
+def test_stop_requests_respects_an_ignored_sigint_and_restores_handlers():
+    import os
+    import signal
+
+    from metarl.stopping import stop_requests
+
+    before_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a shell's `cmd &`
+    before_term = signal.getsignal(signal.SIGTERM)
+    try:
+        with stop_requests() as stops:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stops == [signal.SIGTERM]
+            assert signal.getsignal(signal.SIGTERM) == before_term  # a second one acts at once
+        assert signal.getsignal(signal.SIGTERM) == before_term
+    finally:
+        signal.signal(signal.SIGINT, before_int)
