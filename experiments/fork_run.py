@@ -1,8 +1,9 @@
 """Fork a run at one of its checkpoints into a new run directory with changed settings.
 
 The new run starts from the source's checkpoint ``--iteration`` (its weights, optimiser
-state, torch RNG state and the first ``--iteration`` rows of ``progress.csv``) with the
-source's config plus the ``--set`` overrides, and continues with ``metarl train --resume``:
+state, torch RNG state, the first ``--iteration`` rows of ``progress.csv`` and the machine
+log ``segments.jsonl``) with the source's config plus the ``--set`` overrides, and
+continues with ``metarl train --resume``:
 
     python experiments/fork_run.py runs/rl2-mdp-screen-V-iter1550 --iteration 1550 \\
         --to runs/rl2-mdp-screen-V16 --set minibatches=16
@@ -33,7 +34,7 @@ from metarl import agents
 from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
 from metarl.io import load_checkpoint, save_checkpoint
 from metarl.runs import build_run_config, load_agent_state
-from metarl.training import ProgressLog, checkpoint_path
+from metarl.training import SEGMENTS_FILE, ProgressLog, checkpoint_path
 
 
 def extend_optimizer_state(old: dict, new: dict) -> dict:
@@ -137,6 +138,8 @@ def fork(source: Path, iteration: int, target: Path, overrides: list[str],
     dump_yaml(config, target / "config.yaml")
     shutil.copyfile(source / "progress.csv", target / "progress.csv")
     ProgressLog(target / "progress.csv").truncate_after(iteration - 1)
+    if (source / SEGMENTS_FILE).exists():  # where the iterations so far ran
+        shutil.copyfile(source / SEGMENTS_FILE, target / SEGMENTS_FILE)
     return new_checkpoint
 
 

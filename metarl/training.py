@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+import os
+import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,40 @@ from metarl.sampling import Sampler
 from metarl.stopping import TrainingStopped, stop_requests
 
 CHECKPOINT_DIR = "checkpoints"
+SEGMENTS_FILE = "segments.jsonl"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _source_commit() -> str | None:
+    """The git commit of the metarl checkout running, ``-dirty`` with uncommitted changes
+    (None outside a git checkout)."""
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                              capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else None
+
+
+def machine_record() -> dict[str, Any]:
+    """Where and with what code a stretch of a run ran: iteration times in
+    ``progress.csv`` only compare within one machine."""
+    from metarl import __version__
+    return {"host": platform.node(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "metarl": __version__, "commit": _source_commit()}
 
 
 def checkpoint_path(run_dir: Path, iteration: int) -> Path:
@@ -142,6 +180,7 @@ class Trainer:
         bar = _progress_bar(cfg.iterations, self.start_iteration, progress)
         env_steps = self._env_steps_so_far()
         started = time.time()
+        self._record_segment()
         with stop_requests() as stops:
             for it in range(self.start_iteration, cfg.iterations):
                 env_steps = self._iteration(it, env_steps, writer, bar)
@@ -154,6 +193,16 @@ class Trainer:
         if self.start_iteration >= cfg.iterations and latest_checkpoint(self.run_dir) is None:
             self.save(cfg.iterations)
         return {"iterations": cfg.iterations, "wall_time_s": time.time() - started}
+
+    def _record_segment(self) -> None:
+        """Append this stretch of the run (first iteration, start time, machine) to
+        ``segments.jsonl``."""
+        path = self.run_dir / SEGMENTS_FILE
+        record = {"first_iteration": self.start_iteration,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  **machine_record()}
+        previous = path.read_text() if path.exists() else ""
+        atomic_write_text(path, previous + json.dumps(record) + "\n")
 
     def _iteration(self, it: int, env_steps: int, writer: Any, bar: Any) -> int:
         """Run, log and (when due) save iteration ``it``; returns the env steps so far."""

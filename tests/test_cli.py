@@ -94,6 +94,9 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert main(["train", "--resume", "--run-dir", str(cut), "--iterations", "5"]) == 0
     a, b = _rows(full), _rows(cut)
     assert [r["iteration"] for r in b] == ["0", "1", "2", "3", "4"]
+    segments = [json.loads(line) for line in (cut / "segments.jsonl").read_text().splitlines()]
+    assert [s["first_iteration"] for s in segments] == [0, 2]  # the resume re-ran iteration 2
+    assert segments[1]["cpu_count"] >= 1 and segments[1]["torch"] and segments[1]["started"]
     for ra, rb in zip(a, b, strict=True):
         for key in ra:
             if key != "time_s":

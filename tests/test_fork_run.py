@@ -35,8 +35,11 @@ def test_a_settings_change_copies_the_checkpoint_and_the_progress_rows(fork_run,
     assert metarl.load(target).config.agent_config.lr == 0.01
     rows = (source / "progress.csv").read_bytes().splitlines(keepends=True)
     assert (target / "progress.csv").read_bytes() == b"".join(rows[:2])  # header + iteration 0
+    segments = (source / "segments.jsonl").read_text()
+    assert (target / "segments.jsonl").read_text() == segments  # where iteration 0 ran
     assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "2"]) == 0
     assert len((target / "progress.csv").read_bytes().splitlines()) == 3
+    assert len((target / "segments.jsonl").read_text().splitlines()) == 2
 
 
 def test_a_new_part_starts_fresh_and_the_optimiser_keeps_the_old_state(fork_run, source,
