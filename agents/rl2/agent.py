@@ -457,6 +457,12 @@ class RL2Agent:
         raw = self._raw_values(x, split=split)
         return self.value_norm.denormalize(raw) if self.config.normalize_values else raw
 
+    @torch.no_grad()
+    def trial_values(self, seq: TrialSequences) -> torch.Tensor:
+        """The critic's state values ``[R, L]``, in reward units, at every step of the trials
+        (diagnostics: ``experiments/critic_bias.py``)."""
+        return self._values(self.inputs.from_sequences(seq).to(self.device))
+
     def state_dict(self) -> dict:
         state = {"iteration": self.iteration}
         for key, part in self._stateful_parts().items():
