@@ -149,6 +149,8 @@ def test_layer_norm_lstm_sums_what_it_writes_and_splits_sequences_exactly():
     ({"reward_prediction_coef": -1.0}, "reward_prediction_coef must be >= 0, got -1.0"),
     ({"second_thread": True, "shared_core": True}, "needs a separate value net"),
     ({"value_time_input": True, "shared_core": True}, "value_time_input needs a separate"),
+    ({"value_target_lambda": 1.5}, r"value_target_lambda must be in \[0, 1\], got 1.5"),
+    ({"gae_lambda": -0.1}, r"gae_lambda must be in \[0, 1\], got -0.1"),
 ])
 def test_rl2_core_options_are_validated(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -359,3 +361,21 @@ def test_deterministic_rl2_policy_takes_the_most_likely_action():
         first[deterministic] = set(np.asarray(actions).tolist())
     # 50 trials see the same first input: one most likely arm, where sampling varies
     assert len(first[True]) == 1 and len(first[False]) > 1
+
+
+def test_value_targets_are_monte_carlo_returns_with_value_target_lambda_one():
+    from metarl.nn.losses import discounted_returns, gae
+
+    rewards = torch.tensor([[1.0, 0.0, 2.0, 0.5], [0.0, 1.0, 0.0, 0.0]])
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    values = torch.tensor([[5.0, -3.0, 2.0, 7.0], [1.0, 4.0, 0.0, 0.0]])  # any critic
+    env = make("tabular-mdp")
+    mc_agent = _agent(env, discount=0.9, gae_lambda=0.3, value_target_lambda=1.0)
+    advantages, targets = mc_agent._advantages_and_targets(rewards, values, mask)
+    # 1 + 0.9 * (0 + 0.9 * (2 + 0.9 * 0.5)) and 0 + 0.9 * 1: the critic does not enter
+    torch.testing.assert_close(targets[:, 0], torch.tensor([1 + 0.81 * 2.45, 0.9]))
+    torch.testing.assert_close(targets, discounted_returns(rewards, mask, 0.9))
+    torch.testing.assert_close(advantages, gae(rewards, values, mask, 0.9, 0.3)[0])
+    default = _agent(env, discount=0.9, gae_lambda=0.3)  # targets: the λ = 0.3 returns
+    torch.testing.assert_close(default._advantages_and_targets(rewards, values, mask)[1],
+                               gae(rewards, values, mask, 0.9, 0.3)[1])

@@ -70,6 +70,11 @@ class RL2Config:
     # 1 - discount**(steps left): a fixed-length trial's return-to-go depends on it
     # (Pardo et al. 2018), and a critic must otherwise count the steps in its memory
     value_time_input: bool = False
+    # λ of the value net's targets (None: gae_lambda). 1.0 fits the discounted Monte Carlo
+    # return, as rllab's baselines (the RL² paper's code) did; GAE's λ then only shapes the
+    # advantages. Bootstrapped λ = 0.3 targets let a critic sit near the infinite-horizon
+    # value r / (1 - discount) for hundreds of iterations (experiments/critic_bias.py)
+    value_target_lambda: float | None = None
 
     def validate(self) -> None:
         for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
@@ -90,6 +95,10 @@ class RL2Config:
         if self.chrono_init and (not self.layer_norm or self.cell != "gru"):
             raise ValueError("chrono_init needs layer_norm=true and cell=gru (it initialises "
                              "LayerNormGRU)")
+        for name in ("gae_lambda", "value_target_lambda"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         for name in ("value_coef", "reward_prediction_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -345,7 +354,7 @@ class RL2Agent:
             old_log_prob = torch.as_tensor(seq.extras["log_prob"], dtype=torch.float32,
                                            device=dev)
             values = self._values(x, split=True)
-            advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
+            advantages, returns = self._advantages_and_targets(rewards, values, mask)
             if cfg.normalize_values:
                 self.value_norm.update(returns, mask)
                 returns = self.value_norm.normalize(returns)
@@ -364,6 +373,16 @@ class RL2Agent:
                 for key, value in losses.items():
                     stats.setdefault(key, []).append(float(value.detach()))
         return {key: float(np.mean(v)) for key, v in stats.items()}
+
+    def _advantages_and_targets(self, rewards: torch.Tensor, values: torch.Tensor,
+                                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages (``gae_lambda``) and the value net's targets in reward units: the
+        λ-returns of ``value_target_lambda`` (default ``gae_lambda``; 1.0: Monte Carlo)."""
+        cfg = self.config
+        advantages, returns = gae(rewards, values, mask, cfg.discount, cfg.gae_lambda)
+        if cfg.value_target_lambda not in (None, cfg.gae_lambda):
+            _, returns = gae(rewards, values, mask, cfg.discount, cfg.value_target_lambda)
+        return advantages, returns
 
     def _minibatch_step(self, x: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                         old_log_prob: torch.Tensor, advantages: torch.Tensor,
