@@ -71,7 +71,7 @@ class RL2Config:
     # (Pardo et al. 2018), and a critic must otherwise count the steps in its memory
     value_time_input: bool = False
     # λ of the value net's targets (None: gae_lambda). 1.0 fits the discounted Monte Carlo
-    # return, as rllab's baselines (the RL² paper's code) did; GAE's λ then only shapes the
+    # return, as rllab's baselines do (Duan et al.'s TRPO code); GAE's λ then only shapes the
     # advantages. Bootstrapped λ = 0.3 targets let a critic sit near the infinite-horizon
     # value r / (1 - discount) for hundreds of iterations (experiments/critic_bias.py)
     value_target_lambda: float | None = None
