@@ -150,7 +150,7 @@ class Trainer:
             for it in range(self.start_iteration, cfg.iterations):
                 env_steps = self._iteration(it, env_steps, writer, bar)
                 if stops:
-                    if latest_checkpoint(self.run_dir) != checkpoint_path(self.run_dir, it + 1):
+                    if not self._checkpoint_due(it):  # else _iteration has just saved it
                         self.save(it + 1)
                     self._close(writer, bar)
                     raise TrainingStopped(stops[0], it + 1)
@@ -184,13 +184,17 @@ class Trainer:
         for key, value in row.items():
             if isinstance(value, (int, float)) and math.isfinite(value) and writer:
                 writer.add_scalar(key, value, it)
-        if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
+        if self._checkpoint_due(it):
             self.save(it + 1)
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
                              if k in ("trial_return", "mean_return", "loss", "accuracy")})
         return env_steps
+
+    def _checkpoint_due(self, it: int) -> bool:
+        cfg = self.config.trainer
+        return (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations
 
     @staticmethod
     def _close(writer: Any, bar: Any) -> None:
