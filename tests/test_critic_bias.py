@@ -21,6 +21,13 @@ def test_episode_means_split_the_trial_into_its_episodes(tmp_path, capsys):
     # GAE's value targets are advantage + value, step by step and so per episode
     np.testing.assert_allclose(means["lambda_return"], means["advantage"] + means["value"],
                                rtol=1e-5, atol=1e-4)
+    # the Monte Carlo column is the trials' own return: another critic changes only the rest
+    with torch.no_grad():
+        for param in run.agent.value_net.parameters():
+            param.add_(0.5)
+    moved = load_experiment("critic_bias").episode_means(run, tasks=5, seed=0)
+    np.testing.assert_array_equal(moved["mc_return"], means["mc_return"])
+    assert not np.allclose(moved["value"], means["value"])
 
 
 def test_trial_values_are_in_reward_units_per_step():
