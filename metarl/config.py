@@ -130,8 +130,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, _inheriting: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The flat key: value mapping of a config file. ``base: FILE`` (relative to this file)
+    inherits FILE's keys, which this file's own keys override."""
     path = Path(path)
+    if path.resolve() in _inheriting:
+        raise ConfigError(f"config file {str(path)!r} inherits from itself through 'base'")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
@@ -141,7 +145,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {first}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value")
-    return _flatten_sections(data)
+    values = _flatten_sections(data)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"'base' in {str(path)!r} must be a file name, got {base!r}")
+    return {**load_yaml(path.parent / base, (*_inheriting, path.resolve())), **values}
 
 
 def _flatten_sections(data: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,22 @@ def test_every_preset_validates(path):
     assert env.name == config.env
 
 
+def test_a_preset_inherits_its_base_and_overrides_it(tmp_path):
+    (tmp_path / "a.yaml").write_text("agent: rl2\nenv: bandit\nlr: 0.001\nhidden_size: 64\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nlr: 0.0003\n")
+    assert load_yaml(tmp_path / "b.yaml") == {"agent": "rl2", "env": "bandit", "lr": 0.0003,
+                                              "hidden_size": 64}
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_yaml(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("base: 3\n")
+    with pytest.raises(ConfigError, match="must be a file name, got 3"):
+        load_yaml(tmp_path / "bad.yaml")
+    rl2 = Path(__file__).parents[1] / "experiments" / "configs" / "rl2"
+    n10, n25 = load_yaml(rl2 / "tabular-mdp-n10.yaml"), load_yaml(rl2 / "tabular-mdp-n25.yaml")
+    assert n25 == {**n10, "episodes_per_trial": 25, "tasks_per_iteration": 500}
+
+
 def test_override_parsing_and_coercion():
     values = parse_overrides(["lr=1e-3", "hidden_size=64", "env.arms=10", "normalize_values=false"])
     assert values == {"lr": 0.001, "hidden_size": 64, "env.arms": 10, "normalize_values": False}
