@@ -97,6 +97,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     segments = [json.loads(line) for line in (cut / "segments.jsonl").read_text().splitlines()]
     assert [s["first_iteration"] for s in segments] == [0, 2]  # the resume re-ran iteration 2
     assert segments[1]["cpu_count"] >= 1 and segments[1]["torch"] and segments[1]["started"]
+    assert segments[0]["settings"]["iterations"] == 3 and "changed" not in segments[0]
+    assert segments[1]["changed"] == {"iterations": 5}  # the resume's only new setting
     for ra, rb in zip(a, b, strict=True):
         for key in ra:
             if key != "time_s":

@@ -40,6 +40,9 @@ def test_a_settings_change_copies_the_checkpoint_and_the_progress_rows(fork_run,
     assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "2"]) == 0
     assert len((target / "progress.csv").read_bytes().splitlines()) == 3
     assert len((target / "segments.jsonl").read_text().splitlines()) == 2
+    window_means = load_experiment("window_means")
+    assert window_means.setting_changes(target, rows=2) == [(1, {"lr": 0.01})]
+    assert window_means.setting_changes(target, rows=1) == []  # the fork's stretch starts at 1
 
 
 def test_a_new_part_starts_fresh_and_the_optimiser_keeps_the_old_state(fork_run, source,
