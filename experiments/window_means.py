@@ -8,28 +8,13 @@ a threshold (the per-window figures quoted in RESULTS.md).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from metarl.plot import read_progress
-
-
-def setting_changes(run_dir: Path, rows: int) -> list[tuple[int, dict]]:
-    """(first iteration, settings changed) of each resumed stretch of the run that started
-    within its first ``rows`` iterations, from ``segments.jsonl`` (stretches recorded before
-    segments carried settings have none); the iteration count itself is left out."""
-    path = run_dir / "segments.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        segment = json.loads(line)
-        changed = {k: v for k, v in segment.get("changed", {}).items() if k != "iterations"}
-        if changed and segment["first_iteration"] < rows:
-            out.append((segment["first_iteration"], changed))
-    return out
+from metarl.provenance import read_segments, setting_changes
+from metarl.training import SEGMENTS_FILE
 
 
 def main() -> None:
@@ -58,9 +43,11 @@ def main() -> None:
     print(f"{args.run_dir}: {rows} iterations, {steps / 1e6:.1f}M env steps, "
           f"{times.sum() / 60:.1f} min (median {np.median(times):.1f} s per iteration, "
           f"longest {times[longest]:.1f} s at iteration {longest})")
-    for first, changed in setting_changes(Path(args.run_dir), rows):
-        print(f"  settings from iteration {first}: "
-              + ", ".join(f"{key}={value}" for key, value in changed.items()))
+    for first, changed in setting_changes(read_segments(Path(args.run_dir) / SEGMENTS_FILE)):
+        changed.pop("iterations", None)  # each resume's own target
+        if changed and first < rows:
+            print(f"  settings from iteration {first}: "
+                  + ", ".join(f"{key}={value}" for key, value in changed.items()))
     for start in range(args.start, rows, args.window):
         stop = min(start + args.window, rows)
         means = " / ".join(f"{np.nanmean(progress[c][start:stop]):.{args.digits}f}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import platform
 import subprocess
@@ -42,3 +44,24 @@ def machine_record() -> dict[str, Any]:
     return {"host": platform.node(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "metarl": __version__, "commit": _source_commit()}
+
+
+def read_segments(path: Path) -> list[dict[str, Any]]:
+    """The stretches a ``segments.jsonl`` records, oldest first ([] without the file)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def setting_changes(segments: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(first iteration, settings that differ from the stretch before) for each stretch
+    whose settings and its predecessor's are both recorded (stretches run before segments
+    carried settings have none) and differ."""
+    out = []
+    for before, after in itertools.pairwise(segments):
+        if "settings" in before and "settings" in after:
+            changed = {key: value for key, value in after["settings"].items()
+                       if before["settings"].get(key) != value}
+            if changed:
+                out.append((after["first_iteration"], changed))
+    return out

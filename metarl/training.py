@@ -100,18 +100,6 @@ class ProgressLog:
                 {k: row.get(k, "") for k in self.fields})
 
 
-def _last_settings(segments_text: str) -> dict[str, Any] | None:
-    """The settings of the last stretch in a ``segments.jsonl`` text (None if it has none:
-    a new run, or one recorded before segments carried settings)."""
-    lines = segments_text.strip().splitlines()
-    if not lines:
-        return None
-    try:
-        return json.loads(lines[-1]).get("settings")
-    except json.JSONDecodeError:
-        return None
-
-
 class Trainer:
     """Drives ``agent.train_iteration`` and owns everything around it."""
 
@@ -172,18 +160,13 @@ class Trainer:
         return {"iterations": cfg.iterations, "wall_time_s": time.time() - started}
 
     def _record_segment(self) -> None:
-        """Append this stretch of the run (first iteration, start time, machine, settings
-        and the settings changed since the previous stretch) to ``segments.jsonl``."""
+        """Append this stretch of the run (first iteration, start time, machine, settings)
+        to ``segments.jsonl``."""
         path = self.run_dir / SEGMENTS_FILE
-        previous = path.read_text() if path.exists() else ""
-        settings = self.config.to_flat()
         record = {"first_iteration": self.start_iteration,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  **machine_record(), "settings": settings}
-        before = _last_settings(previous)
-        if before is not None:
-            record["changed"] = {key: value for key, value in settings.items()
-                                 if before.get(key) != value}
+                  **machine_record(), "settings": self.config.to_flat()}
+        previous = path.read_text() if path.exists() else ""
         atomic_write_text(path, previous + json.dumps(record) + "\n")
 
     def _iteration(self, it: int, env_steps: int, writer: Any, bar: Any) -> int:

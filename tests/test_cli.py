@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from metarl.cli import main, train_agent_main
+from metarl.provenance import setting_changes
 
 TINY = ["--set", "tasks_per_iteration=8", "hidden_size=8", "episodes_per_trial=3",
         "eval_tasks=5", "ppo_epochs=2", "minibatches=2"]
@@ -97,8 +98,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     segments = [json.loads(line) for line in (cut / "segments.jsonl").read_text().splitlines()]
     assert [s["first_iteration"] for s in segments] == [0, 2]  # the resume re-ran iteration 2
     assert segments[1]["cpu_count"] >= 1 and segments[1]["torch"] and segments[1]["started"]
-    assert segments[0]["settings"]["iterations"] == 3 and "changed" not in segments[0]
-    assert segments[1]["changed"] == {"iterations": 5}  # the resume's only new setting
+    assert segments[0]["settings"]["iterations"] == 3
+    assert setting_changes(segments) == [(2, {"iterations": 5})]  # the resume's only change
     for ra, rb in zip(a, b, strict=True):
         for key in ra:
             if key != "time_s":

@@ -6,6 +6,7 @@ from helpers import load_experiment
 
 import metarl
 from metarl.cli import main
+from metarl.provenance import read_segments, setting_changes
 
 TINY = ["tasks_per_iteration=4", "hidden_size=8", "eval_tasks=2", "checkpoint_every=1",
         "layer_norm=true"]
@@ -26,7 +27,8 @@ def source(tmp_path, capsys):
 
 
 def test_a_settings_change_copies_the_checkpoint_and_the_progress_rows(fork_run, source,
-                                                                         tmp_path):
+                                                                         tmp_path, capsys,
+                                                                         monkeypatch):
     target = tmp_path / "fork"
     assert fork_run.main([str(source), "--iteration", "1", "--to", str(target),
                           "--set", "lr=0.01"]) == 0
@@ -40,9 +42,15 @@ def test_a_settings_change_copies_the_checkpoint_and_the_progress_rows(fork_run,
     assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "2"]) == 0
     assert len((target / "progress.csv").read_bytes().splitlines()) == 3
     assert len((target / "segments.jsonl").read_text().splitlines()) == 2
+    segments = read_segments(target / "segments.jsonl")
+    assert setting_changes(segments) == [(1, {"lr": 0.01})]  # the fork's stretch starts at 1
     window_means = load_experiment("window_means")
-    assert window_means.setting_changes(target, rows=2) == [(1, {"lr": 0.01})]
-    assert window_means.setting_changes(target, rows=1) == []  # the fork's stretch starts at 1
+    capsys.readouterr()
+    for limit, shown in (("2", True), ("1", False)):  # only changes within the rows read
+        monkeypatch.setattr("sys.argv", ["window_means.py", str(target), "--columns",
+                                         "trial_return", "--limit", limit])
+        window_means.main()
+        assert ("settings from iteration 1: lr=0.01" in capsys.readouterr().out) == shown
 
 
 def test_a_new_part_starts_fresh_and_the_optimiser_keeps_the_old_state(fork_run, source,
