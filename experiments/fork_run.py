@@ -1,9 +1,9 @@
 """Fork a run at one of its checkpoints into a new run directory with changed settings.
 
 The new run starts from the source's checkpoint ``--iteration`` (its weights, optimiser
-state, torch RNG state, the first ``--iteration`` rows of ``progress.csv`` and the machine
-log ``segments.jsonl``) with the source's config plus the ``--set`` overrides, and
-continues with ``metarl train --resume``:
+state, torch RNG state, the first ``--iteration`` rows of ``progress.csv`` and the
+stretches of ``segments.jsonl`` that ran them) with the source's config plus the
+``--set`` overrides, and continues with ``metarl train --resume``:
 
     python experiments/fork_run.py runs/rl2-mdp-screen-V-iter1550 --iteration 1550 \\
         --to runs/rl2-mdp-screen-V16 --set minibatches=16
@@ -24,6 +24,7 @@ did (see :func:`widen_optimizer_moments` for their Adam state).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ import torch
 
 from metarl import agents
 from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
-from metarl.io import load_checkpoint, save_checkpoint
+from metarl.io import atomic_write_text, load_checkpoint, save_checkpoint
+from metarl.provenance import read_segments
 from metarl.runs import build_run_config, load_agent_state
 from metarl.training import SEGMENTS_FILE, ProgressLog, checkpoint_path
 
@@ -138,8 +140,10 @@ def fork(source: Path, iteration: int, target: Path, overrides: list[str],
     dump_yaml(config, target / "config.yaml")
     shutil.copyfile(source / "progress.csv", target / "progress.csv")
     ProgressLog(target / "progress.csv").truncate_after(iteration - 1)
-    if (source / SEGMENTS_FILE).exists():  # where the iterations so far ran
-        shutil.copyfile(source / SEGMENTS_FILE, target / SEGMENTS_FILE)
+    ran = [segment for segment in read_segments(source / SEGMENTS_FILE)
+           if segment["first_iteration"] < iteration]  # not the source's later stretches
+    if ran:
+        atomic_write_text(target / SEGMENTS_FILE, "".join(json.dumps(s) + "\n" for s in ran))
     return new_checkpoint
 
 

@@ -126,3 +126,11 @@ def test_a_critic_that_gains_the_time_input_keeps_its_values(fork_run, source, t
     torch.testing.assert_close(forked._values(x), original._values(x))  # zero new column
     assert forked.value_net.core.input_size == original.value_net.core.input_size + 1
     assert main(["train", "--resume", "--run-dir", str(target), "--iterations", "3"]) == 0
+
+
+def test_a_fork_keeps_only_the_stretches_that_ran_its_iterations(fork_run, source, tmp_path):
+    assert main(["train", "--resume", "--run-dir", str(source), "--iterations", "3"]) == 0
+    assert [s["first_iteration"] for s in read_segments(source / "segments.jsonl")] == [0, 2]
+    target = tmp_path / "fork"
+    assert fork_run.main([str(source), "--iteration", "1", "--to", str(target)]) == 0
+    assert [s["first_iteration"] for s in read_segments(target / "segments.jsonl")] == [0]
