@@ -34,7 +34,7 @@ def test_a_preset_inherits_its_base_and_overrides_it(tmp_path):
         load_yaml(tmp_path / "bad.yaml")
     rl2 = Path(__file__).parents[1] / "experiments" / "configs" / "rl2"
     n10, n25 = load_yaml(rl2 / "tabular-mdp-n10.yaml"), load_yaml(rl2 / "tabular-mdp-n25.yaml")
-    assert n25 == {**n10, "episodes_per_trial": 25, "tasks_per_iteration": 500}
+    assert n25 == {**n10, "episodes_per_trial": 25, "tasks_per_iteration": 250}
 
 
 def test_override_parsing_and_coercion():

@@ -286,7 +286,7 @@ def test_second_thread_is_bit_equal_at_the_mdp_preset_size():
     for second_thread in (False, True):
         torch.manual_seed(0)
         agents.append(RL2Agent(env, RL2Config(
-            hidden_size=256, layer_norm=True, tasks_per_iteration=1250, ppo_epochs=1,
+            hidden_size=256, layer_norm=True, tasks_per_iteration=625, ppo_epochs=1,
             minibatches=4, lr=1e-3, clip=0.1, entropy_coef=0.05, second_thread=second_thread)))
     metrics = [a.train_iteration(LocalSampler(env), np.random.default_rng(0)) for a in agents]
     assert metrics[0] == metrics[1]

@@ -10,9 +10,10 @@ forward pass on a second thread), whose speed-up needs a second free core.
 
     metarl bench rl2-update [--tasks 250] [--episodes 10] [--epochs 5] [--cores NAME ...] [--json]
 
-The MDP presets' update is ``--tasks 1250 --epochs 1``. ``--cores`` times only the named
-cores (of ``CORES``); a ratio is reported when both of its cores were timed, e.g. ``--cores
-layer_norm_gru layer_norm_gru_second_thread`` for the second thread's speed-ups alone.
+The n = 10 MDP preset's update is ``--tasks 625 --epochs 1`` (1250 before 2026-12-01).
+``--cores`` times only the named cores (of ``CORES``); a ratio is reported when both of its
+cores were timed, e.g. ``--cores layer_norm_gru layer_norm_gru_second_thread`` for the
+second thread's speed-ups alone.
 """
 
 from __future__ import annotations
