@@ -24,7 +24,6 @@ did (see :func:`widen_optimizer_moments` for their Adam state).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -33,10 +32,10 @@ import torch
 
 from metarl import agents
 from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
-from metarl.io import atomic_write_text, load_checkpoint, save_checkpoint
-from metarl.provenance import read_segments
+from metarl.io import load_checkpoint, save_checkpoint
+from metarl.provenance import SEGMENTS_FILE, truncate_segments
 from metarl.runs import build_run_config, load_agent_state
-from metarl.training import SEGMENTS_FILE, ProgressLog, checkpoint_path
+from metarl.training import ProgressLog, checkpoint_path
 
 
 def extend_optimizer_state(old: dict, new: dict) -> dict:
@@ -140,10 +139,9 @@ def fork(source: Path, iteration: int, target: Path, overrides: list[str],
     dump_yaml(config, target / "config.yaml")
     shutil.copyfile(source / "progress.csv", target / "progress.csv")
     ProgressLog(target / "progress.csv").truncate_after(iteration - 1)
-    ran = [segment for segment in read_segments(source / SEGMENTS_FILE)
-           if segment["first_iteration"] < iteration]  # not the source's later stretches
-    if ran:
-        atomic_write_text(target / SEGMENTS_FILE, "".join(json.dumps(s) + "\n" for s in ran))
+    if (source / SEGMENTS_FILE).exists():  # where the iterations so far ran
+        shutil.copyfile(source / SEGMENTS_FILE, target / SEGMENTS_FILE)
+        truncate_segments(target / SEGMENTS_FILE, iteration)
     return new_checkpoint
 
 

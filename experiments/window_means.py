@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from metarl.plot import read_progress
-from metarl.provenance import read_segments, setting_changes
-from metarl.training import SEGMENTS_FILE
+from metarl.provenance import SEGMENTS_FILE, read_segments, setting_changes
 
 
 def main() -> None:

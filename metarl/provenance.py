@@ -12,6 +12,11 @@ from typing import Any
 
 import torch
 
+from metarl.io import atomic_write_text
+
+#: a run dir's log of its stretches (one JSON object per line, oldest first)
+SEGMENTS_FILE = "segments.jsonl"
+
 
 def _cpu_model() -> str:
     try:
@@ -51,6 +56,20 @@ def read_segments(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_segments(path: Path, segments: list[dict[str, Any]]) -> None:
+    """Replace ``path`` atomically with ``segments``, one JSON line each."""
+    atomic_write_text(path, "".join(json.dumps(segment) + "\n" for segment in segments))
+
+
+def truncate_segments(path: Path, iteration: int) -> None:
+    """Drop the stretches that start at ``iteration`` or later: a run resumed (or forked)
+    from checkpoint ``iteration`` discards the iterations they ran, as their progress rows."""
+    segments = read_segments(path)
+    kept = [segment for segment in segments if segment["first_iteration"] < iteration]
+    if kept != segments:
+        write_segments(path, kept)
 
 
 def setting_changes(segments: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from pathlib import Path
@@ -34,12 +33,17 @@ from metarl.envs_api import MetaEnv
 from metarl.evaluation import eval_summary, evaluate
 from metarl.io import atomic_write_text, load_checkpoint, save_checkpoint
 from metarl.policy import Agent
-from metarl.provenance import machine_record
+from metarl.provenance import (
+    SEGMENTS_FILE,
+    machine_record,
+    read_segments,
+    truncate_segments,
+    write_segments,
+)
 from metarl.sampling import Sampler
 from metarl.stopping import TrainingStopped, stop_requests
 
 CHECKPOINT_DIR = "checkpoints"
-SEGMENTS_FILE = "segments.jsonl"
 
 
 def checkpoint_path(run_dir: Path, iteration: int) -> Path:
@@ -126,14 +130,13 @@ class Trainer:
     def resume(self) -> int:
         """Load the latest checkpoint (if any); returns the next iteration to run."""
         path = latest_checkpoint(self.run_dir)
-        if path is None:
-            self.log.truncate_after(-1)
-            return 0
-        state = load_checkpoint(path)
-        self.agent.load_state_dict(state["agent"])
-        torch.set_rng_state(state["torch_rng"])
-        self.start_iteration = int(state["iteration"])
+        if path is not None:
+            state = load_checkpoint(path)
+            self.agent.load_state_dict(state["agent"])
+            torch.set_rng_state(state["torch_rng"])
+            self.start_iteration = int(state["iteration"])
         self.log.truncate_after(self.start_iteration - 1)
+        truncate_segments(self.run_dir / SEGMENTS_FILE, self.start_iteration)
         return self.start_iteration
 
     # ------------------------------------------------------------------- loop
@@ -166,8 +169,7 @@ class Trainer:
         record = {"first_iteration": self.start_iteration,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   **machine_record(), "settings": self.config.to_flat()}
-        previous = path.read_text() if path.exists() else ""
-        atomic_write_text(path, previous + json.dumps(record) + "\n")
+        write_segments(path, [*read_segments(path), record])
 
     def _iteration(self, it: int, env_steps: int, writer: Any, bar: Any) -> int:
         """Run, log and (when due) save iteration ``it``; returns the env steps so far."""

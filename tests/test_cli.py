@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from metarl.cli import main, train_agent_main
-from metarl.provenance import setting_changes
+from metarl.provenance import read_segments, setting_changes
 
 TINY = ["--set", "tasks_per_iteration=8", "hidden_size=8", "episodes_per_trial=3",
         "eval_tasks=5", "ppo_epochs=2", "minibatches=2"]
@@ -95,7 +95,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert main(["train", "--resume", "--run-dir", str(cut), "--iterations", "5"]) == 0
     a, b = _rows(full), _rows(cut)
     assert [r["iteration"] for r in b] == ["0", "1", "2", "3", "4"]
-    segments = [json.loads(line) for line in (cut / "segments.jsonl").read_text().splitlines()]
+    segments = read_segments(cut / "segments.jsonl")
     assert [s["first_iteration"] for s in segments] == [0, 2]  # the resume re-ran iteration 2
     assert segments[1]["cpu_count"] >= 1 and segments[1]["torch"] and segments[1]["started"]
     assert segments[0]["settings"]["iterations"] == 3
@@ -104,6 +104,19 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
         for key in ra:
             if key != "time_s":
                 assert ra[key] == rb[key], (key, ra["iteration"])
+
+
+def test_a_resume_drops_the_stretches_it_discards(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "rl2", "bandit", "--iterations", "2", "--run-dir", str(run),
+                 "--set", "checkpoint_every=1", *TINY[1:]]) == 0
+    assert main(["train", "--resume", "--run-dir", str(run), "--iterations", "4"]) == 0
+    for late in ("iter_000003.pt", "iter_000004.pt"):  # killed before iteration 3's save
+        (run / "checkpoints" / late).unlink()
+    assert main(["train", "--resume", "--run-dir", str(run), "--iterations", "3"]) == 0
+    segments = read_segments(run / "segments.jsonl")
+    assert [(s["first_iteration"], s["settings"]["iterations"]) for s in segments] == [
+        (0, 2), (2, 3)]  # the discarded stretch (to 4) is gone with its progress rows
 
 
 def test_resume_requires_a_run(tmp_path, capsys):
