@@ -7,8 +7,14 @@ on the held-out tasks of the RL² table (``split_tasks("test", N, seed=0)``).
 Rungs: random; win-stay/lose-shift (remembers the last step only: repeat the last action
 if its reward beat the prior mean 1, else act at random); myopic greedy that forgets at
 every episode start; myopic greedy over the whole trial (``greedy-myopic`` of
-``metarl.baselines``). An RL² policy's trial return can be read against this ladder; the
-first- and last-episode columns show how much of it comes from memory across episodes.
+``metarl.baselines``); greedy replanned by value iteration on the posterior mean after every
+step (``greedy-stepwise``); the oracle that knows the MDP. An RL² policy's trial return can
+be read against this ladder; the first- and last-episode columns show how much of it comes
+from memory across episodes, and ``--blocks`` adds the mean episode return over blocks of
+episodes (where in the trial a policy gains or loses against a rung):
+
+    python experiments/mdp_memory_ladder.py --episodes 25 --blocks 1 5 10 15 20 25 \
+        --rl2 experiments/runs/rl2-mdp-n25-lr1
 """
 
 from __future__ import annotations
@@ -22,7 +28,12 @@ from report_table import print_table
 
 import metarl
 from metarl import envs
-from metarl.baselines import RandomPolicy, StepwisePosteriorMeanPolicy, run_policy_episodes
+from metarl.baselines import (
+    OracleMDPPolicy,
+    RandomPolicy,
+    StepwisePosteriorMeanPolicy,
+    run_policy_episodes,
+)
 from metarl.baselines.tabular import PlannerState
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
@@ -77,7 +88,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--rl2", nargs="*", default=[], metavar="RUN_DIR",
                         help="trained RL² runs (tabular-mdp) to place on the ladder")
+    parser.add_argument("--blocks", type=int, nargs="*", default=[], metavar="LAST",
+                        help="ends of episode blocks (1-based, increasing): a column of the "
+                             "mean episode return per block, e.g. 1 5 10 25")
     args = parser.parse_args()
+    try:
+        blocks = episode_blocks(args.blocks, args.episodes)
+    except ValueError as error:
+        parser.error(str(error))
     env = envs.make("tabular-mdp")
     s, a, h = env.num_states, env.num_actions, env.max_episode_steps
     ladder = {
@@ -85,6 +103,8 @@ def main() -> None:
         "win-stay/lose-shift (last step)": WinStayLoseShift(a),
         "myopic greedy, memory within an episode": EpisodeMemoryMyopic(s, a, h, myopic=True),
         "myopic greedy, memory over the trial": StepwisePosteriorMeanPolicy(s, a, h, myopic=True),
+        "greedy replanned every step": StepwisePosteriorMeanPolicy(s, a, h),
+        "oracle (knows the MDP)": OracleMDPPolicy(s, a, h),
     }
     for run_dir in args.rl2:
         run = metarl.load(run_dir)
@@ -97,9 +117,24 @@ def main() -> None:
         per_task = returns.sum(axis=-1).mean(axis=1)
         se = per_task.std(ddof=1) / np.sqrt(len(per_task))
         first, last = returns[..., 0].mean(), returns[..., -1].mean()
-        rows.append((name, f"{per_task.mean():.2f} ± {se:.2f}", f"{first:.2f}", f"{last:.2f}"))
+        per_block = [f"{returns[..., lo:hi].mean():.2f}" for lo, hi in blocks]
+        rows.append((name, f"{per_task.mean():.2f} ± {se:.2f}", f"{first:.2f}", f"{last:.2f}",
+                     *per_block))
     print_table([f"heuristic (n = {args.episodes})", "trial return ± s.e.", "first episode",
-                 "last episode"], rows)
+                 "last episode", *(block_name(lo, hi) for lo, hi in blocks)], rows)
+
+
+def block_name(start: int, stop: int) -> str:
+    """Column title of the episode slice ``[start, stop)``, 1-based."""
+    return f"episode {stop}" if stop == start + 1 else f"episodes {start + 1}–{stop}"
+
+
+def episode_blocks(ends: list[int], episodes: int) -> list[tuple[int, int]]:
+    """``[(start, stop)]`` slices of the episode axis for block ends ``ends`` (1-based)."""
+    starts = [0, *ends[:-1]]
+    if any(b <= a for a, b in zip(starts, ends, strict=True)) or (ends and ends[-1] > episodes):
+        raise ValueError(f"--blocks {ends}: block ends must increase within 1..{episodes}")
+    return list(zip(starts, ends, strict=True))
 
 
 if __name__ == "__main__":
