@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--rl2", nargs="*", default=[], metavar="RUN_DIR",
                         help="trained RL² runs (tabular-mdp) to place on the ladder")
+    parser.add_argument("--most-likely", action="store_true",
+                        help="each RL² run also acting on its most likely action")
     parser.add_argument("--blocks", type=int, nargs="*", default=[], metavar="LAST",
                         help="ends of episode blocks (1-based, increasing): a column of the "
                              "mean episode return per block, e.g. 1 5 10 25")
@@ -109,6 +111,9 @@ def main() -> None:
     for run_dir in args.rl2:
         run = metarl.load(run_dir)
         ladder[f"RL², {run_dir} @ {run.iteration}"] = run.agent.policy()
+        if args.most_likely:
+            ladder[f"RL², {run_dir} @ {run.iteration}, most likely action"] = (
+                run.agent.policy(deterministic=True))
     tasks = env.split_tasks("test", args.tasks, seed=0)
     rows = []
     for name, policy in ladder.items():
