@@ -136,7 +136,7 @@ def block_name(start: int, stop: int) -> str:
 
 def episode_blocks(ends: list[int], episodes: int) -> list[tuple[int, int]]:
     """``[(start, stop)]`` slices of the episode axis for block ends ``ends`` (1-based)."""
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends][:len(ends)]
     if any(b <= a for a, b in zip(starts, ends, strict=True)) or (ends and ends[-1] > episodes):
         raise ValueError(f"--blocks {ends}: block ends must increase within 1..{episodes}")
     return list(zip(starts, ends, strict=True))

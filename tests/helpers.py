@@ -35,10 +35,12 @@ def local_and_ray_rollouts(env, policy, tasks, workers: int = 2, **sample_kwargs
 def load_experiment(name: str):
     """The script ``experiments/<name>.py`` as a module (the scripts are not a package)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).parents[1] / "experiments" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
