@@ -32,7 +32,7 @@ import torch
 
 from metarl import agents
 from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
-from metarl.io import load_checkpoint, save_checkpoint
+from metarl.checkpoints import load_checkpoint, save_checkpoint
 from metarl.provenance import SEGMENTS_FILE, truncate_segments
 from metarl.runs import build_run_config, load_agent_state
 from metarl.training import ProgressLog, checkpoint_path

@@ -27,7 +27,7 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from metarl.agents import UnknownAgentError
     from metarl.config import ConfigError
     from metarl.envs import UnknownEnvError
-    from metarl.io import CheckpointError
+    from metarl.checkpoints import CheckpointError
 
     return UsageError, ConfigError, UnknownAgentError, UnknownEnvError, CheckpointError
 
@@ -50,15 +50,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------- train
 def _resolve_config_file(value: str) -> Path:
-    """A YAML path, or a preset name like ``rl2/bandit-k5-n10`` under experiments/configs."""
+    """A YAML path, or a preset name like ``rl2/bandit-k5-n10`` (package data in
+    ``metarl/presets``; ``metarl list presets`` shows them)."""
+    from metarl.config import PRESETS_DIR, preset_names
+
     path = Path(value)
     if path.is_file():
         return path
-    root = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-    preset = root / (value if value.endswith(".yaml") else f"{value}.yaml")
+    preset = PRESETS_DIR / (value if value.endswith(".yaml") else f"{value}.yaml")
     if preset.is_file():
         return preset
-    raise UsageError(f"config {value!r} is neither a file nor a preset under {root}")
+    raise UsageError(f"config {value!r} is neither a file nor a preset; presets: "
+                     f"{', '.join(preset_names())}")
 
 
 def gather_config_values(args: argparse.Namespace) -> dict[str, Any]:

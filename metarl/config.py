@@ -24,6 +24,16 @@ from typing import Any
 import yaml
 
 
+#: The presets shipped with the package (``metarl train --config rl2/bandit-k5-n10``).
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """Every preset as ``family/name`` (the form ``--config`` takes)."""
+    return sorted(p.relative_to(PRESETS_DIR).with_suffix("").as_posix()
+                  for p in PRESETS_DIR.rglob("*.yaml"))
+
+
 class ConfigError(ValueError):
     """Invalid configuration (unknown key, wrong type, bad value)."""
 
@@ -228,6 +238,6 @@ def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: An
 
 
 def dump_yaml(config: RunConfig, path: Path) -> None:
-    from metarl.io import atomic_write_text
+    from metarl.checkpoints import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_flat(), sort_keys=False))

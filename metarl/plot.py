@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from metarl.io import atomic_path
+from metarl.checkpoints import atomic_path
 
 #: config keys that do not change what a run learns: runs differing only here are seeds
 SEED_KEYS = frozenset({"seed", "device", "threads", "checkpoint_every"})

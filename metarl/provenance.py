@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from metarl.io import atomic_write_text
+from metarl.checkpoints import atomic_write_text
 
 #: a run dir's log of its stretches (one JSON object per line, oldest first)
 SEGMENTS_FILE = "segments.jsonl"

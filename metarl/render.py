@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from metarl.envs_api import MetaEnv, VectorMetaEnv
-from metarl.io import atomic_path
+from metarl.checkpoints import atomic_path
 from metarl.policy import Policy
 from metarl.types import Task, Transition
 

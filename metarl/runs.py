@@ -17,8 +17,8 @@ import torch
 from metarl import agents, envs
 from metarl.config import ConfigError, RunConfig, build_config, load_yaml
 from metarl.envs_api import MetaEnv
-from metarl.io import CheckpointError, atomic_write_text, load_checkpoint
-from metarl.threads import set_threads
+from metarl.checkpoints import CheckpointError, atomic_write_text, load_checkpoint
+from metarl.thread_limits import set_threads
 from metarl.training import Trainer, latest_checkpoint
 
 

@@ -31,7 +31,7 @@ import torch
 from metarl.config import RunConfig, dump_yaml
 from metarl.envs_api import MetaEnv
 from metarl.evaluation import eval_summary, evaluate
-from metarl.io import atomic_write_text, load_checkpoint, save_checkpoint
+from metarl.checkpoints import atomic_write_text, load_checkpoint, save_checkpoint
 from metarl.policy import Agent
 from metarl.provenance import (
     SEGMENTS_FILE,

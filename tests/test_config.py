@@ -8,10 +8,10 @@ import torch
 
 import metarl
 from metarl.cli import main
-from metarl.config import ConfigError, coerce, load_yaml, parse_overrides
+from metarl.config import PRESETS_DIR, ConfigError, coerce, load_yaml, parse_overrides
 from metarl.runs import build_run_config
 
-PRESETS = sorted((Path(__file__).parents[1] / "experiments" / "configs").rglob("*.yaml"))
+PRESETS = sorted(PRESETS_DIR.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -32,7 +32,7 @@ def test_a_preset_inherits_its_base_and_overrides_it(tmp_path):
     (tmp_path / "bad.yaml").write_text("base: 3\n")
     with pytest.raises(ConfigError, match="must be a file name, got 3"):
         load_yaml(tmp_path / "bad.yaml")
-    rl2 = Path(__file__).parents[1] / "experiments" / "configs" / "rl2"
+    rl2 = PRESETS_DIR / "rl2"
     n10, n25 = load_yaml(rl2 / "tabular-mdp-n10.yaml"), load_yaml(rl2 / "tabular-mdp-n25.yaml")
     assert n25 == {**n10, "episodes_per_trial": 25, "tasks_per_iteration": 250}
 

@@ -44,13 +44,6 @@ def test_a_settings_change_copies_the_checkpoint_and_the_progress_rows(fork_run,
     assert len((target / "segments.jsonl").read_text().splitlines()) == 2
     segments = read_segments(target / "segments.jsonl")
     assert setting_changes(segments) == [(1, {"lr": 0.01})]  # the fork's stretch starts at 1
-    window_means = load_experiment("window_means")
-    capsys.readouterr()
-    for limit, shown in (("2", True), ("1", False)):  # only changes within the rows read
-        monkeypatch.setattr("sys.argv", ["window_means.py", str(target), "--columns",
-                                         "trial_return", "--limit", limit])
-        window_means.main()
-        assert ("settings from iteration 1: lr=0.01" in capsys.readouterr().out) == shown
 
 
 def test_a_new_part_starts_fresh_and_the_optimiser_keeps_the_old_state(fork_run, source,

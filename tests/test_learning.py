@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metarl.agents.rl2 import RL2Agent, RL2Config
-from metarl.baselines import BASELINES, run_policy
+from metarl.reference_policies import BASELINES, run_policy
 from metarl.envs import make
 from metarl.sampling import LocalSampler
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from metarl.nn.baselines import (
-    fit_linear_baseline,
-    linear_baseline_features,
-    linear_baseline_values,
-    predict_linear_baseline,
+from metarl.nn.linear_value import (
+    fit_linear_value,
+    linear_value_features,
+    linear_value_estimates,
+    predict_linear_value,
 )
 from metarl.nn.trpo import (
     backtracking_line_search,
@@ -276,7 +276,7 @@ def random_batch(b=3, e=4, t=20, d=2, seed=0):
 
 def test_features_match_rllab_layout_and_clip():
     obs = torch.tensor([[[0.5, 20.0], [-30.0, 1.0], [2.0, 3.0]]], dtype=DT)   # [1, T=3, 2]
-    f = linear_baseline_features(obs)
+    f = linear_value_features(obs)
     assert f.shape == (1, 3, 8)
     assert torch.allclose(f[0, 1], torch.tensor([-10, 1, 100, 1, .01, 1e-4, 1e-6, 1],
                                                 dtype=DT))
@@ -286,34 +286,34 @@ def test_features_match_rllab_layout_and_clip():
 def test_linear_baseline_fits_linear_returns_exactly():
     obs, _, mask = random_batch(t=100)   # a/a²/a³ are nearly collinear on short episodes
     w = torch.randn(3, 8, dtype=DT, generator=torch.Generator().manual_seed(7))
-    returns = (linear_baseline_features(obs) * w[:, None, None]).sum(-1)
-    weights = fit_linear_baseline(obs, returns, mask, reg_coeff=1e-10)
+    returns = (linear_value_features(obs) * w[:, None, None]).sum(-1)
+    weights = fit_linear_value(obs, returns, mask, reg_coeff=1e-10)
     assert torch.allclose(weights, w, atol=1e-5)
-    values = linear_baseline_values(obs, returns, mask, reg_coeff=1e-10)
+    values = linear_value_estimates(obs, returns, mask, reg_coeff=1e-10)
     assert torch.allclose(values[mask], returns[mask], atol=1e-6)
     assert (values[~mask] == 0).all()
     # the default reg 1e-5 still matches closely
-    values = linear_baseline_values(obs, returns, mask)
+    values = linear_value_estimates(obs, returns, mask)
     assert torch.allclose(values[mask], returns[mask], atol=1e-3)
 
 
 def test_linear_baseline_ignores_masked_steps():
     obs, returns, mask = random_batch(seed=1)
-    weights = fit_linear_baseline(obs, returns, mask)
+    weights = fit_linear_value(obs, returns, mask)
     assert not mask.flatten(1).all(1).any()            # every task has padded steps
     garbage_r = torch.where(mask, returns, float("nan"))   # even NaN padding is ignored
     garbage_o = torch.where(mask[..., None], obs, float("nan"))
-    assert torch.allclose(fit_linear_baseline(garbage_o, garbage_r, mask), weights,
+    assert torch.allclose(fit_linear_value(garbage_o, garbage_r, mask), weights,
                           atol=1e-12, rtol=1e-10)
-    values = linear_baseline_values(garbage_o, garbage_r, mask)
+    values = linear_value_estimates(garbage_o, garbage_r, mask)
     assert torch.isfinite(values).all() and (values[~mask] == 0).all()
 
 
 def test_linear_baseline_batched_equals_per_task_and_rllab():
     obs, returns, mask = random_batch(b=4, seed=2)
-    weights = fit_linear_baseline(obs, returns, mask)
+    weights = fit_linear_value(obs, returns, mask)
     for i in range(4):
-        single = fit_linear_baseline(obs[i:i + 1], returns[i:i + 1], mask[i:i + 1])
+        single = fit_linear_value(obs[i:i + 1], returns[i:i + 1], mask[i:i + 1])
         assert torch.allclose(single[0], weights[i], atol=1e-10, rtol=1e-8)
         lengths = mask[i].sum(-1).tolist()
         paths_o = [obs[i, k, :n].numpy() for k, n in enumerate(lengths)]
@@ -324,15 +324,15 @@ def test_linear_baseline_batched_equals_per_task_and_rllab():
 
 def test_linear_baseline_float32_and_shapes():
     obs, returns, mask = random_batch(seed=3)
-    values64 = linear_baseline_values(obs, returns, mask)
-    values32 = linear_baseline_values(obs.float(), returns.float(), mask)
+    values64 = linear_value_estimates(obs, returns, mask)
+    values32 = linear_value_estimates(obs.float(), returns.float(), mask)
     assert values32.dtype == torch.float32 and values32.shape == returns.shape
     assert torch.allclose(values32.double(), values64, atol=1e-3, rtol=1e-4)
-    w = fit_linear_baseline(obs, returns)     # no mask: all steps
+    w = fit_linear_value(obs, returns)     # no mask: all steps
     assert w.dtype == torch.float64 and w.shape == (3, 8)
-    assert predict_linear_baseline(obs, w).shape == returns.shape
+    assert predict_linear_value(obs, w).shape == returns.shape
     # extra episode dims: [B, M, K, T, D]
-    v5 = linear_baseline_values(obs.reshape(3, 2, 2, 20, 2), returns.reshape(3, 2, 2, 20),
+    v5 = linear_value_estimates(obs.reshape(3, 2, 2, 20, 2), returns.reshape(3, 2, 2, 20),
                                 mask.reshape(3, 2, 2, 20))
     assert torch.allclose(v5.reshape(values64.shape), values64)
 
@@ -341,4 +341,4 @@ def test_linear_baseline_raises_on_non_finite_returns():
     obs, returns, mask = random_batch(seed=4)
     returns[1, 0, 0] = float("nan")   # a valid step
     with pytest.raises(RuntimeError, match=r"tasks \[1\]"):
-        fit_linear_baseline(obs, returns, mask)
+        fit_linear_value(obs, returns, mask)

@@ -24,7 +24,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 
 from metarl.meta.adapt import InnerLoop, LossFn, Params, adapt_batch, parameters_of
 from metarl.nn import GaussianMLP, NumpyGaussianMLP, discounted_returns, gae
-from metarl.nn.baselines import linear_baseline_values
+from metarl.nn.linear_value import linear_value_estimates
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
 
@@ -63,7 +63,7 @@ def episode_data(rollouts: Rollouts, episode: int, discount: float, gae_lambda: 
     mask = tensor(rollouts.valid)
     n, m, t = rewards.shape
     returns = discounted_returns(rewards.reshape(n * m, t), mask.reshape(n * m, t), discount)
-    values = linear_baseline_values(obs, returns.reshape(n, m, t), mask.bool())
+    values = linear_value_estimates(obs, returns.reshape(n, m, t), mask.bool())
     advantages, _ = gae(rewards.reshape(n * m, t), values.reshape(n * m, t).to(dtype),
                         mask.reshape(n * m, t), discount, gae_lambda)
     advantages = advantages.reshape(n, m, t)

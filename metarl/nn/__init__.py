@@ -12,7 +12,7 @@ from metarl.nn.mlp import (
 )
 from metarl.nn.optim import clipped_step
 from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM
-from metarl.nn.threads import SideThread
+from metarl.nn.side_thread import SideThread
 
 __all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
            "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "SideThread",

@@ -10,7 +10,7 @@ import torch
 from metarl.envs_api import MetaEnv, SerialVectorEnv, VectorMetaEnv
 from metarl.policy import Policy
 from metarl.random import BatchRNG
-from metarl.threads import limited_threads
+from metarl.thread_limits import limited_threads
 from metarl.types import Rollouts, Task, Transition
 
 #: ``on_reset(episode, venv)``: called after the environments were reset for ``episode``

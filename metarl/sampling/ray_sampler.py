@@ -25,7 +25,7 @@ def _worker_class():
         def __init__(self, env_name: str, env_kwargs: dict, threads: int = 1):
             from metarl.envs import make
             from metarl.sampling.local import LocalSampler
-            from metarl.threads import set_threads
+            from metarl.thread_limits import set_threads
 
             set_threads(threads)
             self.sampler = LocalSampler(make(env_name, **env_kwargs))
