@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 from metarl import agents
-from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
 from metarl.checkpoints import load_checkpoint, save_checkpoint
+from metarl.config import ConfigError, dump_yaml, load_yaml, parse_overrides
 from metarl.provenance import SEGMENTS_FILE, truncate_segments
 from metarl.runs import build_run_config, load_agent_state
 from metarl.training import ProgressLog, checkpoint_path

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from metarl import envs
+from metarl.envs_api import MetaEnv
+from metarl.policy import Policy
 from metarl.reference_policies import (
     BASELINES,
     EpsilonGreedyPolicy,
@@ -32,8 +34,6 @@ from metarl.reference_policies import (
     belief_value,
     run_policy,
 )
-from metarl.envs_api import MetaEnv
-from metarl.policy import Policy
 
 EPSILONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 UCB_CS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)

@@ -25,9 +25,9 @@ class UsageError(ValueError):
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
     from metarl.agents import UnknownAgentError
+    from metarl.checkpoints import CheckpointError
     from metarl.config import ConfigError
     from metarl.envs import UnknownEnvError
-    from metarl.checkpoints import CheckpointError
 
     return UsageError, ConfigError, UnknownAgentError, UnknownEnvError, CheckpointError
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import yaml
 
-
 #: The presets shipped with the package (``metarl train --config rl2/bandit-k5-n10``).
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.checkpoints import atomic_path
+from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.policy import Policy
 from metarl.types import Task, Transition
 

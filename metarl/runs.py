@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from metarl import agents, envs
+from metarl.checkpoints import CheckpointError, atomic_write_text, load_checkpoint
 from metarl.config import ConfigError, RunConfig, build_config, load_yaml
 from metarl.envs_api import MetaEnv
-from metarl.checkpoints import CheckpointError, atomic_write_text, load_checkpoint
 from metarl.thread_limits import set_threads
 from metarl.training import Trainer, latest_checkpoint
 

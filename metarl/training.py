@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarl.checkpoints import atomic_write_text, load_checkpoint, save_checkpoint
 from metarl.config import RunConfig, dump_yaml
 from metarl.envs_api import MetaEnv
 from metarl.evaluation import eval_summary, evaluate
-from metarl.checkpoints import atomic_write_text, load_checkpoint, save_checkpoint
 from metarl.policy import Agent
 from metarl.provenance import (
     SEGMENTS_FILE,

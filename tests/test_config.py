@@ -1,6 +1,5 @@
 """Config validation, presets and save/load round trips."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from metarl.agents.rl2 import RL2Agent, RL2Config
-from metarl.reference_policies import BASELINES, run_policy
 from metarl.envs import make
+from metarl.reference_policies import BASELINES, run_policy
 from metarl.sampling import LocalSampler
 
 

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from metarl.envs import make
+from metarl.policy import Policy
+from metarl.random import BatchRNG
 from metarl.reference_policies import (
     BASELINES,
     GittinsPolicy,
@@ -22,9 +25,6 @@ from metarl.reference_policies import (
     run_policy_episodes,
 )
 from metarl.reference_policies.bandits import EpsilonGreedyPolicy, GreedyPolicy
-from metarl.envs import make
-from metarl.policy import Policy
-from metarl.random import BatchRNG
 from metarl.sampling import LocalSampler
 from metarl.types import Task, Transition
 

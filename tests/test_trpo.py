@@ -7,8 +7,8 @@ import torch
 
 from metarl.nn.linear_value import (
     fit_linear_value,
-    linear_value_features,
     linear_value_estimates,
+    linear_value_features,
     predict_linear_value,
 )
 from metarl.nn.trpo import (

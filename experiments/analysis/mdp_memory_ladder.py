@@ -7,10 +7,10 @@ on the held-out tasks of the RL² table (``split_tasks("test", N, seed=0)``).
 Rungs: random; win-stay/lose-shift (remembers the last step only: repeat the last action
 if its reward beat the prior mean 1, else act at random); myopic greedy that forgets at
 every episode start; myopic greedy over the whole trial (``greedy-myopic`` of
-``metarl.reference_policies``); greedy replanned by value iteration on the posterior mean after every
-step (``greedy-stepwise``); the oracle that knows the MDP. An RL² policy's trial return can
-be read against this ladder; the first- and last-episode columns show how much of it comes
-from memory across episodes, and ``--blocks`` adds the mean episode return over blocks of
+``metarl.reference_policies``); greedy replanned by value iteration on the posterior mean
+after every step (``greedy-stepwise``); the oracle that knows the MDP. An RL² policy's trial
+return can be read against this ladder; the first- and last-episode columns show how much of it
+comes from memory across episodes, and ``--blocks`` adds the mean episode return over blocks of
 episodes (where in the trial a policy gains or loses against a rung):
 
     python experiments/mdp_memory_ladder.py --episodes 25 --blocks 1 5 10 15 20 25 \
@@ -28,6 +28,7 @@ from report_table import print_table
 
 import metarl
 from metarl import envs
+from metarl.random import BatchRNG
 from metarl.reference_policies import (
     OracleMDPPolicy,
     RandomPolicy,
@@ -35,7 +36,6 @@ from metarl.reference_policies import (
     run_policy_episodes,
 )
 from metarl.reference_policies.tabular import PlannerState
-from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from metarl.policy import Policy
 from metarl.reference_policies._common import RandomPolicy
 from metarl.reference_policies.bandits import (
     ArmCounts,
@@ -34,7 +35,6 @@ from metarl.reference_policies.tabular import (
     TabularPosterior,
     finite_horizon_q,
 )
-from metarl.policy import Policy
 
 Factory = Callable[..., Policy]
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from metarl.reference_policies._common import argmax_random_ties, sample_beta
-from metarl.reference_policies.gittins import Prior, default_depth, gittins_table
 from metarl.envs_api import MetaEnv
 from metarl.random import BatchRNG
+from metarl.reference_policies._common import argmax_random_ties, sample_beta
+from metarl.reference_policies.gittins import Prior, default_depth, gittins_table
 from metarl.types import Rollouts, Task, Transition
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from metarl.reference_policies._common import one_hot_index, sample_dirichlet
 from metarl.envs_api import MetaEnv
 from metarl.random import BatchRNG
+from metarl.reference_policies._common import one_hot_index, sample_dirichlet
 from metarl.types import Rollouts, Task, Transition
 
 
