@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import metarl
+from metarl.agent import EvalRequest
 
 
 def train(learner: str, dataset: str, run_dir: Path, iterations: int, sets: list[str]) -> float:
@@ -38,8 +39,8 @@ def evaluate(run_dir: Path, steps: int | None, num_tasks: int, shots: int | None
     config = getattr(run.agent.learner, "config", None)
     if steps is not None and hasattr(config, "eval_inner_steps"):
         config.eval_inner_steps = steps
-    result = run.agent.evaluate("test", num_tasks=num_tasks, seed=run.config.trainer.seed,
-                                shots=shots)
+    request = EvalRequest(num_tasks=num_tasks, seed=run.config.trainer.seed)
+    result = run.agent.evaluate(run.env, None, request, shots=shots)
     return {**result, "eval_inner_steps": getattr(config, "eval_inner_steps", None)}
 
 

@@ -35,16 +35,26 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 # --------------------------------------------------------------------------- list
 def cmd_list(args: argparse.Namespace) -> int:
     from metarl.agents import REGISTRY as AGENTS
+    from metarl.config import preset_names
     from metarl.envs import REGISTRY as ENVS
+    from metarl.fewshot.datasets import DATASET_DESCRIPTIONS
 
     if args.what in ("envs", "all"):
         print("envs:")
         for spec in ENVS.values():
             print(f"  {spec.name:<18} [{spec.family}] {spec.description}")
+    if args.what in ("datasets", "all"):
+        print("datasets (few-shot learners):")
+        for name, description in DATASET_DESCRIPTIONS.items():
+            print(f"  {name:<18} {description}")
     if args.what in ("agents", "all"):
         print("agents:")
         for spec in AGENTS.values():
             print(f"  {spec.name:<18} [{spec.kind}] {spec.description}")
+    if args.what in ("presets", "all"):
+        print("presets (--config NAME):")
+        for name in preset_names():
+            print(f"  {name}")
     return 0
 
 
@@ -87,13 +97,6 @@ def gather_config_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def agents_kind(name: str) -> str:
-    """``"meta-rl"`` or ``"few-shot"`` for a registered agent."""
-    from metarl import agents
-
-    return agents.get(name).kind
-
-
 def make_sampler(env, kind: str, workers: int, ray_address: str | None):
     from metarl.sampling import LocalSampler
 
@@ -107,7 +110,7 @@ def make_sampler(env, kind: str, workers: int, ray_address: str | None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from metarl import runs
+    from metarl import agents, runs
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume:
@@ -123,9 +126,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             (run_dir / "checkpoints").iterdir()):
         raise UsageError(f"run dir {str(run_dir)!r} already holds checkpoints; "
                          f"use --resume to continue it or choose another --run-dir")
-    few_shot = agents_kind(config.agent) == "few-shot"  # learns from datasets, no sampler
-    sampler = None if few_shot else make_sampler(env, args.sampler, args.workers,
-                                                 args.ray_address)
+    agent_cls, _ = agents.get(config.agent).load()
+    sampler = make_sampler(env, args.sampler, args.workers, args.ray_address) \
+        if agent_cls.uses_sampler else None
     trainer = runs.make_trainer(run_dir, config, env, sampler)
     if args.resume:
         start = trainer.resume()
@@ -139,38 +142,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
     from metarl import runs
+    from metarl.agent import EvalRequest
+    from metarl.config import parse_overrides
     from metarl.evaluation import evaluate
     from metarl.sampling import LocalSampler
 
-    loaded = runs.load(args.run_dir)
-    few_shot = agents_kind(loaded.config.agent) == "few-shot"
-    num_tasks = args.num_tasks if args.num_tasks is not None else (600 if few_shot else 100)
-    if num_tasks < 1:
-        raise UsageError(f"--num-tasks must be >= 1, got {num_tasks}")
+    if args.num_tasks is not None and args.num_tasks < 1:
+        raise UsageError(f"--num-tasks must be >= 1, got {args.num_tasks}")
     if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
-    if few_shot and args.deterministic:
-        raise UsageError(f"--deterministic applies to RL agents, not to the few-shot learner "
-                         f"{loaded.config.agent!r}")
-    sampler = None if few_shot else LocalSampler(loaded.env)
-    result = evaluate(loaded.agent, loaded.env, sampler, split=args.split, num_tasks=num_tasks,
-                      episodes=args.episodes, seed=args.seed, deterministic=args.deterministic)
+    overrides = parse_overrides(args.set or [])
+    if bad := [key for key in overrides if not key.startswith("env.")]:
+        raise UsageError(f"eval --set takes env keys only (e.g. env.data_dir=DIR), got {bad[0]!r}")
+    loaded = runs.load(args.run_dir, overrides=overrides)
+    sampler = LocalSampler(loaded.env) if loaded.agent.uses_sampler else None
+    request = EvalRequest(split=args.split, num_tasks=args.num_tasks, seed=args.seed,
+                          episodes=args.episodes, deterministic=args.deterministic)
+    try:
+        result = evaluate(loaded.agent, loaded.env, sampler, request)
+    except ValueError as exc:  # a request the agent cannot answer (e.g. --episodes)
+        raise UsageError(f"agent {loaded.config.agent!r}: {exc}") from None
     result = {"agent": loaded.config.agent, "env": loaded.config.env,
               "iteration": loaded.iteration, **result}
     if args.json:
         print(json.dumps(result))
-    elif few_shot:
-        metric = result["metric"]
-        print(f"{result['agent']} on {result['env']} ({args.split} split, {num_tasks} tasks, "
-              f"checkpoint iteration {loaded.iteration}): {metric} {result[metric]:.4f} "
-              f"± {result['ci95']:.4f} (95% CI)")
-    else:
-        print(f"{result['agent']} on {result['env']} ({args.split} split, {num_tasks} tasks,"
-              f" checkpoint iteration {loaded.iteration})")
-        for k, value in enumerate(result["returns_per_episode"]):
-            print(f"  episode {k:>3}: {value:10.3f}")
-        print(f"  mean return {result['mean_return']:.3f}; trial return "
-              f"{result['trial_return']:.3f} ± {result['trial_return_stderr']:.3f}")
+        return 0
+    print(f"{result['agent']} on {result['env']} ({args.split} split, {result['num_tasks']} "
+          f"tasks, checkpoint iteration {loaded.iteration})")
+    for k, value in enumerate(result.get("returns_per_episode", [])):  # adaptation curve
+        print(f"  episode {k:>3}: {value:10.3f}")
+    for key, value in result["summary"].items():
+        print(f"  {key}: {value:.4f}")
     return 0
 
 
@@ -262,19 +264,23 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="metarl", description="Meta-reinforcement learning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("list", help="list envs and agents")
-    p.add_argument("what", nargs="?", default="all", choices=["all", "envs", "agents"])
+    p = sub.add_parser("list", help="list envs, datasets, agents and presets")
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "envs", "datasets", "agents", "presets"])
     p.set_defaults(func=cmd_list)
     _add_train_arguments(sub.add_parser("train", help="train an agent"))
     p = sub.add_parser("eval", help="adaptation curve of a trained run on held-out tasks")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--num-tasks", type=int, default=None,
-                   help="held-out tasks (default 100; few-shot learners 600)")
+                   help="held-out tasks (default: the agent's, 100 for meta-RL agents and "
+                   "600 for few-shot learners)")
     p.add_argument("--episodes", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true",
                    help="act on the policy's most likely action (mean) instead of sampling")
+    p.add_argument("--set", nargs="+", metavar="env.KEY=VALUE", action="extend",
+                   help="override the run's env keys, e.g. --set env.data_dir=DIR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("render", help="animate trials of a trained run on held-out tasks")

@@ -181,8 +181,10 @@ def env_parameters(env_factory: Any) -> dict[str, inspect.Parameter]:
             if k not in ("self", "render_mode") and p.kind is p.POSITIONAL_OR_KEYWORD}
 
 
-def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: Any) -> RunConfig:
-    """Validate the flat ``values`` (must include ``agent`` and ``env``) into a RunConfig."""
+def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: Any,
+                 agent_defaults: dict[str, Any] | None = None) -> RunConfig:
+    """Validate the flat ``values`` (must include ``agent`` and ``env``) into a RunConfig;
+    ``agent_defaults`` (the agent's settings for this env) apply before ``values``."""
     trainer_types = _field_types(TrainerConfig)
     agent_types = _field_types(agent_config_cls)
     env_params = env_parameters(env_factory)
@@ -209,9 +211,7 @@ def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: An
             valid = sorted(trainer_types) + sorted(agent_types) + [f"env.{p}" for p in env_params]
             raise ConfigError(f"unknown config key {key!r} for agent {values['agent']!r}; "
                               f"valid keys: {', '.join(valid)}")
-    dataset_defaults = getattr(agent_config_cls, "dataset_defaults", None)
-    if dataset_defaults:  # few-shot learners: the paper's settings for this dataset
-        agent = {**dataset_defaults(values["env"]), **agent}
+    agent = {**(agent_defaults or {}), **agent}
     try:
         agent_config = agent_config_cls(**agent)
         validate = getattr(agent_config, "validate", None)

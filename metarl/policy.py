@@ -1,4 +1,4 @@
-"""The Policy protocol that samplers drive, and the Agent protocol the Trainer drives.
+"""The Policy protocol that samplers drive (the Agent protocol is in :mod:`metarl.agent`).
 
 A sampler runs ``N`` tasks x ``M`` trials x ``K`` episodes x ``T`` steps in lockstep over
 ``B = N * M`` environments (task-major: environment ``b`` runs task ``b // M``)::
@@ -22,16 +22,12 @@ agent needs later (log-probabilities, values) and end up in ``Rollouts.extras``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
-
-if TYPE_CHECKING:
-    from metarl.sampling import Sampler
 
 State = Any
 
@@ -63,18 +59,3 @@ class StatelessPolicy:
 
     def end_episode(self, state: State, episode: Rollouts) -> State:
         return state
-
-
-@runtime_checkable
-class Agent(Protocol):
-    """What the Trainer drives: an update rule, a sampling schedule and an adapting policy."""
-
-    def train_iteration(self, sampler: Sampler, rng: np.random.Generator) -> dict[str, float]:
-        """Collect data with ``sampler`` and update; returns scalar metrics to log."""
-
-    def policy(self, deterministic: bool = False) -> Policy:
-        """The policy that adapts within a trial (used for evaluation and rendering)."""
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...

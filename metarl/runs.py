@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,51 +21,23 @@ from metarl.thread_limits import set_threads
 from metarl.training import Trainer, latest_checkpoint
 
 
-def build_run_config(values: dict[str, Any]) -> tuple[RunConfig, MetaEnv]:
-    """Validate flat config values; returns the config and the constructed env (for a
-    few-shot learner: the :class:`~metarl.fewshot.agent.FewShotProblem`)."""
-    if agents.get(values["agent"]).kind == "few-shot":
-        return _build_few_shot_config(values)
-    spec = envs.REGISTRY.get(values["env"])
-    if spec is None:
-        envs.make(values["env"])  # raises UnknownEnvError with the valid names
-    _, config_cls = agents.get(values["agent"]).load()
-    config = build_config(values, config_cls, spec.load())
-    try:
-        env = envs.make(config.env, **config.env_kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"env {config.env!r}: {exc}") from None
-    return config, env
-
-
-def _build_few_shot_config(values: dict[str, Any]) -> tuple[RunConfig, Any]:
-    from metarl.fewshot import DATASETS, is_classification
-    from metarl.fewshot.agent import FewShotProblem, dataset_parameters
-
-    if values["env"] not in DATASETS:
-        raise ConfigError(f"unknown dataset {values['env']!r} for few-shot agent "
-                          f"{values['agent']!r}; valid datasets: {', '.join(DATASETS)}")
+def build_run_config(values: dict[str, Any]) -> tuple[RunConfig, Any]:
+    """Validate flat config values; returns the config and the agent's "env" (a task
+    distribution, or a few-shot learner's dataset), built as the agent says."""
     agent_cls, config_cls = agents.get(values["agent"]).load()
-    kind = "classification" if is_classification(values["env"]) else "regression"
-    if kind not in agent_cls.learner_class.supports:
-        raise ConfigError(f"agent {values['agent']!r} does not learn {kind} datasets such as "
-                          f"{values['env']!r}; valid datasets: " + ", ".join(
-                              d for d in DATASETS if ("classification" if is_classification(d)
-                                                      else "regression")
-                              in agent_cls.learner_class.supports))
-
-    def dataset_signature(**kwargs):  # the dataset's arguments, for checking env. keys
-        return kwargs
-
-    dataset_signature.__signature__ = inspect.Signature(
-        list(dataset_parameters(values["env"]).values()))
-    config = build_config(values, config_cls, dataset_signature)
-    problem = FewShotProblem(config.env, dict(config.env_kwargs))
     try:
-        problem.source("train", config.agent_config)  # fails early on missing data
+        env_factory = agent_cls.env_factory(values["env"])
+    except ValueError as exc:
+        if isinstance(exc, envs.UnknownEnvError):
+            raise
+        raise ConfigError(f"agent {values['agent']!r} {exc}") from None
+    config = build_config(values, config_cls, env_factory,
+                          agent_cls.config_defaults(values["env"], config_cls))
+    try:
+        env = agent_cls.make_env(config.env, config.env_kwargs, config.agent_config)
     except (FileNotFoundError, TypeError, ValueError) as exc:
-        raise ConfigError(f"dataset {config.env!r}: {str(exc).splitlines()[0]}") from None
-    return config, problem
+        raise ConfigError(f"env {config.env!r}: {str(exc).splitlines()[0]}") from None
+    return config, env
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -96,11 +67,12 @@ def resume_values(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def final_evaluation(trainer: Trainer) -> dict[str, Any]:
+    from metarl.agent import EvalRequest
     from metarl.evaluation import eval_summary, evaluate
 
     cfg = trainer.config.trainer
-    result = evaluate(trainer.agent, trainer.env, trainer.eval_sampler, num_tasks=cfg.eval_tasks,
-                      seed=cfg.seed)
+    result = evaluate(trainer.agent, trainer.env, trainer.eval_sampler,
+                      EvalRequest(num_tasks=cfg.eval_tasks, seed=cfg.seed))
     atomic_write_text(trainer.run_dir / "eval.json", json.dumps(result, indent=2))
     return eval_summary(result)
 
@@ -114,14 +86,17 @@ class LoadedRun:
     run_dir: Path
 
 
-def load(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedRun:
-    """A trained run: its agent (weights from the latest checkpoint), env and config."""
+def load(run_dir: str | Path, checkpoint: str | Path | None = None,
+         overrides: dict[str, Any] | None = None) -> LoadedRun:
+    """A trained run: its agent (weights from the latest checkpoint), env and config;
+    ``overrides`` replace stored settings (e.g. ``{"env.data_dir": DIR}`` for data that
+    moved)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run dir {str(run_dir)!r} does not exist")
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{str(run_dir)!r} is not a run dir (no config.yaml)")
-    config, env = build_run_config(load_yaml(run_dir / "config.yaml"))
+    config, env = build_run_config({**load_yaml(run_dir / "config.yaml"), **(overrides or {})})
     path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     if path is None:
         raise CheckpointError(f"run dir {str(run_dir)!r} has no checkpoints")

@@ -240,3 +240,27 @@ def test_stop_requests_respects_an_ignored_sigint_and_restores_handlers():
         assert signal.getsignal(signal.SIGTERM) == before_term
     finally:
         signal.signal(signal.SIGINT, before_int)
+
+
+def test_list_names_the_datasets_and_presets(capsys):
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("sinusoid", "omniglot", "image-folder"))
+    assert main(["list", "presets"]) == 0
+    assert "rl2/bandit-k5-n10" in capsys.readouterr().out.split()
+
+
+def test_the_wheel_ships_the_presets_and_the_agents(tmp_path):
+    """A non-editable install runs presets from any directory: they are package data."""
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("metarl-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    from metarl.config import preset_names
+
+    assert {f"metarl/presets/{name}.yaml" for name in preset_names()} <= names
+    assert {"metarl/agents/fewshot.py", "metarl/agent.py", "metarl/envs/bandit.py"} <= names

@@ -4,6 +4,7 @@ N-way K-shot episode sampler and the registry."""
 from __future__ import annotations
 
 import io
+import json
 import math
 import zipfile
 from pathlib import Path
@@ -225,14 +226,14 @@ def test_omniglot_path_resolution(omni_dir, tmp_path, monkeypatch):
     # nothing anywhere: every candidate is named
     monkeypatch.delenv("METARL_DATA_DIR")
     monkeypatch.setenv("METARL_OMNIGLOT_DIR", str(tmp_path / "env-dir"))
-    monkeypatch.setattr(images_mod, "_REPO_ROOT", tmp_path / "repo")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="METARL_OMNIGLOT_DIR") as err:
         find_omniglot()
-    assert "env-dir" in str(err.value) and str(tmp_path / "shared") in str(err.value)
-    # the repo-relative default: <repo root>/../shared/data/omniglot
-    shared = make_omniglot_zips(tmp_path / "shared" / "data" / "omniglot", chars=1, drawings=1)
-    assert find_omniglot() == shared
+    assert "env-dir" in str(err.value)
+    # no default outside the places named: a folder beside the checkout is not searched
+    make_omniglot_zips(tmp_path / "shared" / "data" / "omniglot", chars=1, drawings=1)
+    with pytest.raises(FileNotFoundError):
+        find_omniglot()
 
 
 @pytest.fixture(scope="session")
@@ -427,3 +428,30 @@ def test_registry(omni_dir, tmp_path):
     folder = make_task_source("image-folder", "train", ways=2, shots=1, queries=1, root=root,
                               channels=3, image_size=8)
     assert folder.sample(2, rng).support_x.shape == (2, 2, 3, 8, 8)
+
+
+def test_an_omniglot_run_stores_its_data_dir_and_eval_can_point_elsewhere(
+        omni_dir, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from metarl.cli import main
+
+    monkeypatch.setenv("METARL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("METARL_OMNIGLOT_DIR", str(omni_dir))
+    run = tmp_path / "run"
+    tiny = ["ways=2", "shots=1", "queries=1", "meta_batch=2", "eval_tasks=2", "env.rotations=false"]
+    assert main(["train", "protonet", "omniglot", "--iterations", "1", "--run-dir", str(run),
+                 "--set", *tiny]) == 0
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    assert stored["env.data_dir"] == str(omni_dir)  # resolved from the variable, then stored
+    monkeypatch.delenv("METARL_OMNIGLOT_DIR")
+    moved = omni_dir.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["eval", str(run), "--num-tasks", "2", "--json"]) == 2
+    assert str(omni_dir) in capsys.readouterr().err
+    assert main(["eval", str(run), "--num-tasks", "2", "--json", "--set",
+                 f"env.data_dir={moved}"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metric"] == "accuracy" and 0 <= result["summary"]["accuracy"] <= 1
+    assert main(["eval", str(run), "--set", "lr=1"]) == 2  # only env keys can change
+    assert "env keys only" in capsys.readouterr().err

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from metarl.fewshot.blackbox import CNP, CNPConfig
-from metarl.fewshot.data import FewShotBatch, make_task_source
+from metarl.fewshot.data import FewShotBatch
+from metarl.fewshot.datasets import make_task_source
 from metarl.fewshot.metric import MatchingNet, MatchingNetConfig, ProtoNet, ProtoNetConfig
 
 IMAGE = (1, 16, 16)

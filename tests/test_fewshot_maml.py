@@ -160,9 +160,9 @@ def test_image_classification_smoke_runs(agent, tmp_path, capsys, monkeypatch):
     (["train", "protonet", "sinusoid"], "agent 'protonet' does not learn regression datasets "
                                         "such as 'sinusoid'; valid datasets: omniglot, "
                                         "image-folder"),
-    (["train", "maml", "bandit"], "unknown dataset 'bandit' for few-shot agent 'maml'; valid "
-                                  "datasets: sinusoid, omniglot, image-folder"),
-    (["train", "maml", "omniglot", "--set", "env.data_dir=/nonexistent"], "dataset 'omniglot':"),
+    (["train", "maml", "bandit"], "agent 'maml' learns from datasets, and 'bandit' is not "
+                                  "one; valid datasets: sinusoid, omniglot, image-folder"),
+    (["train", "maml", "omniglot", "--set", "env.data_dir=/nonexistent"], "env 'omniglot':"),
     (["train", "maml", "sinusoid", "--set", "env.arms=3"], "unknown env key 'env.arms'"),
     (["train", "maml", "sinusoid", "--set", "shots=0"], "shots must be >= 1, got 0"),
 ])

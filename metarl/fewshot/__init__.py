@@ -3,24 +3,22 @@
 Learners (:class:`FewShotLearner`, batched over tasks, ``predict(support_x, support_y,
 query_x)``): MAML / FOMAML / Meta-SGD / ANIL (:class:`GradientLearner`), :class:`Reptile`,
 :class:`ProtoNet`, :class:`MatchingNet` and the black-box :class:`CNP`; they train through
-``metarl train LEARNER DATASET`` (:mod:`metarl.fewshot.agent`).
+``metarl train LEARNER DATASET`` (:mod:`metarl.agents.fewshot`).
 
 ``make_task_source(name, split, ways=, shots=, queries=, **dataset_kwargs)`` gives an object
 with ``sample(batch, rng) -> FewShotBatch`` for ``"sinusoid"`` (regression), ``"omniglot"``
-and ``"image-folder"`` (classification); see :mod:`metarl.fewshot.data`.
+and ``"image-folder"`` (classification); see :mod:`metarl.fewshot.datasets`.
 """
 
 from metarl.fewshot.data import (
-    DATASETS,
     SPLITS,
     ClassDataset,
     EpisodeSampler,
     FewShotBatch,
     TaskSource,
     fixed_batch,
-    is_classification,
-    make_task_source,
 )
+from metarl.fewshot.datasets import DATASETS, is_classification, make_task_source
 from metarl.fewshot.images import ImageFolder, Omniglot, find_omniglot
 from metarl.fewshot.learner import FewShotLearner
 from metarl.fewshot.sinusoid import SinusoidSampler, SinusoidTasks

@@ -1,9 +1,9 @@
-"""Few-shot batches, class datasets, the N-way K-shot episode sampler and the dataset registry.
+"""Few-shot batches, class datasets and the N-way K-shot episode sampler.
 
 A *task source* is anything with ``sample(batch, rng) -> FewShotBatch``: an
 :class:`EpisodeSampler` over a :class:`ClassDataset` (classification) or a
-:class:`~metarl.fewshot.sinusoid.SinusoidSampler` (regression). ``make_task_source(name,
-split, ...)`` builds one from a registered dataset name (see :data:`DATASETS`).
+:class:`~metarl.fewshot.sinusoid.SinusoidSampler` (regression).
+:func:`metarl.fewshot.datasets.make_task_source` builds one from a registered dataset name.
 
 Batch layout (B tasks, N ways, K shots, Q queries per class)::
 
@@ -19,9 +19,8 @@ in random order per task, so label ``j`` of task ``b`` is class ``params["classe
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -205,67 +204,6 @@ class TaskSource(Protocol):
     def output_dim(self) -> int: ...
 
     def sample(self, batch: int, rng: np.random.Generator) -> FewShotBatch: ...
-
-
-def _sinusoid(split: str = "train", **kwargs: Any) -> Any:
-    from metarl.fewshot.sinusoid import SinusoidTasks
-
-    check_split(split)  # one continuous task distribution: held-out sets come from seeds
-    return SinusoidTasks(**kwargs)
-
-
-def _omniglot(split: str = "train", **kwargs: Any) -> ClassDataset:
-    from metarl.fewshot.images import Omniglot
-
-    return Omniglot(**kwargs).split(split)
-
-
-def _image_folder(split: str = "train", **kwargs: Any) -> ClassDataset:
-    from metarl.fewshot.images import ImageFolder
-
-    return ImageFolder(**kwargs).split(split)
-
-
-#: name -> factory(split, **dataset kwargs) returning a ClassDataset or SinusoidTasks.
-DATASETS: dict[str, Callable[..., Any]] = {
-    "sinusoid": _sinusoid,
-    "omniglot": _omniglot,
-    "image-folder": _image_folder,
-}
-_CLASSIFICATION = {"omniglot", "image-folder"}
-
-
-def _check_name(name: str) -> str:
-    if name not in DATASETS:
-        raise ValueError(f"unknown few-shot dataset {name!r}; valid: {', '.join(DATASETS)}")
-    return name
-
-
-def is_classification(name: str) -> bool:
-    """Whether dataset ``name`` gives classification episodes (else regression)."""
-    return _check_name(name) in _CLASSIFICATION
-
-
-def make_task_source(name: str, split: str = "train", *, ways: int | None = None,
-                     shots: int | None = None, queries: int | None = None,
-                     shuffle: bool = False, **dataset_kwargs: Any) -> TaskSource:
-    """A task source for split ``split`` of dataset ``name``.
-
-    Classification (``omniglot``, ``image-folder``): an :class:`EpisodeSampler`, defaults
-    ``ways=5, shots=1, queries=15``. Regression (``sinusoid``): a ``SinusoidSampler``, defaults
-    ``shots=10, queries=10`` (``ways`` is invalid). Other keyword arguments go to the dataset
-    (e.g. ``data_dir``, ``image_size``, ``rotations``, ``split_by``, ``seed``, ``root``).
-    """
-    dataset = DATASETS[_check_name(name)](check_split(split), **dataset_kwargs)
-    if is_classification(name):
-        return EpisodeSampler(dataset, 5 if ways is None else ways, 1 if shots is None else shots,
-                              15 if queries is None else queries, shuffle=shuffle)
-    if ways is not None:
-        raise ValueError(f"ways applies to classification datasets, not {name!r}")
-    from metarl.fewshot.sinusoid import SinusoidSampler
-
-    return SinusoidSampler(dataset, 10 if shots is None else shots,
-                           10 if queries is None else queries)
 
 
 def fixed_batch(source: TaskSource, batch: int, seed: int) -> FewShotBatch:

@@ -5,9 +5,9 @@ class sub-folders. Both give a :class:`~metarl.fewshot.data.ClassDataset` per sp
 ``images_background_small2.zip`` (``<zip>/<Alphabet>/characterNN/*.png``, 105x105, black
 strokes on white, 20 drawings per character). Nothing is copied or downloaded. The directory
 is, in order: the ``data_dir`` argument (used alone when given); ``$METARL_OMNIGLOT_DIR``;
-``$METARL_DATA_DIR/omniglot``; ``<repo root>/../shared/data/omniglot`` (repo root = the
-directory above this package); ``../shared/data/omniglot`` from the working directory. The
-first holding all the zips is used. Images are decoded in memory with Pillow, resized to
+``$METARL_DATA_DIR/omniglot``. The first holding all the zips is used; a run stores
+the directory it used (``env.data_dir`` in its ``config.yaml``). Images are decoded in
+memory with Pillow, resized to
 ``image_size`` (28, LANCZOS) and inverted so strokes are 1 and background 0 (float32 in
 [0, 1]). The decoded uint8 array is cached in ``$METARL_CACHE_DIR`` (default
 ``~/.cache/metarl``), keyed by the zips' names, sizes and mtimes and the image size.
@@ -63,7 +63,6 @@ OMNIGLOT_ENV = "METARL_OMNIGLOT_DIR"
 DATA_ENV = "METARL_DATA_DIR"
 CACHE_ENV = "METARL_CACHE_DIR"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _CACHE_VERSION = 1
 _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
@@ -86,8 +85,6 @@ def omniglot_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]
         out.append(Path(os.environ[OMNIGLOT_ENV]).expanduser())
     if os.environ.get(DATA_ENV):
         out.append(Path(os.environ[DATA_ENV]).expanduser() / "omniglot")
-    out.append(_REPO_ROOT.parent / "shared" / "data" / "omniglot")
-    out.append(Path.cwd().parent / "shared" / "data" / "omniglot")
     return out
 
 
