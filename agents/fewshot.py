@@ -19,8 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from metarl.agent import EvalRequest
-from metarl.evaluation import EVAL_SEED_OFFSET
+from metarl.evaluation import EVAL_SEED_OFFSET, EvalRequest
 from metarl.fewshot.blackbox import CNP, CNPConfig
 from metarl.fewshot.data import FewShotBatch, TaskSource
 from metarl.fewshot.datasets import (

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import metarl
-from metarl.agent import EvalRequest
+from metarl.evaluation import EvalRequest
 
 
 def train(learner: str, dataset: str, run_dir: Path, iterations: int, sets: list[str]) -> float:

@@ -18,27 +18,16 @@ agent's own trial shape, :attr:`MetaRLAgent.eval_episodes` x :meth:`MetaRLAgent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from metarl.evaluation import EvalRequest, evaluate_policy
 
 if TYPE_CHECKING:
     from metarl.envs_api import MetaEnv
     from metarl.policy import Policy
     from metarl.sampling import Sampler
-
-
-@dataclass(frozen=True)
-class EvalRequest:
-    """What ``metarl eval`` (or the Trainer) asks of an agent's evaluation. ``None`` fields
-    take the agent's defaults."""
-
-    split: str = "test"
-    num_tasks: int | None = None
-    seed: int = 0
-    episodes: int | None = None  # episodes per trial (meta-RL agents)
-    deterministic: bool = False  # act on the most likely action (meta-RL agents)
 
 
 @runtime_checkable
@@ -118,8 +107,6 @@ class MetaRLAgent:
         raise NotImplementedError
 
     def evaluate(self, env: MetaEnv, sampler: Sampler, request: EvalRequest) -> dict[str, Any]:
-        from metarl.evaluation import evaluate_policy
-
         return evaluate_policy(self.policy(request.deterministic), env, sampler,
                                split=request.split,
                                num_tasks=request.num_tasks or self.default_eval_tasks,

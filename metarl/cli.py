@@ -142,9 +142,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
     from metarl import runs
-    from metarl.agent import EvalRequest
     from metarl.config import parse_overrides
-    from metarl.evaluation import evaluate
+    from metarl.evaluation import EvalRequest
     from metarl.sampling import LocalSampler
 
     if args.num_tasks is not None and args.num_tasks < 1:
@@ -159,7 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     request = EvalRequest(split=args.split, num_tasks=args.num_tasks, seed=args.seed,
                           episodes=args.episodes, deterministic=args.deterministic)
     try:
-        result = evaluate(loaded.agent, loaded.env, sampler, request)
+        result = loaded.agent.evaluate(loaded.env, sampler, request)
     except ValueError as exc:  # a request the agent cannot answer (e.g. --episodes)
         raise UsageError(f"agent {loaded.config.agent!r}: {exc}") from None
     result = {"agent": loaded.config.agent, "env": loaded.config.env,
@@ -224,6 +223,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run = importlib.import_module(BENCHMARKS[args.name]).run
     accepted = inspect.signature(run).parameters
     options = {key: getattr(args, key) for key in BENCH_OPTIONS if getattr(args, key) is not None}
+    if args.compare:  # the recorded run's options, unless given here
+        from metarl.benchmarks.compare import load_reference
+
+        try:
+            reference = load_reference(args.compare, args.name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        options = {**reference["options"], **options}
     if unknown := [f"--{key}" for key in options if key not in accepted]:
         raise UsageError(f"benchmark {args.name!r} does not take {', '.join(unknown)}")
     for key in ("workers", "tasks", "episodes", "threads", "epochs"):
@@ -234,6 +241,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a bad option value, e.g. an env the benchmark cannot run
         raise UsageError(str(exc)) from None
     print(json.dumps(result, indent=None if args.json else 2))
+    if args.compare:
+        from metarl.benchmarks.compare import report
+
+        return report(args.name, result, reference, args.compare)
     return 0
 
 
@@ -313,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cores", nargs="+", metavar="NAME",
                    help="recurrent cores to time (rl2-update; default all)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--compare", metavar="FILE", help="run with FILE's recorded options and "
+                   "flag (exit 1) each ratio more than 30%% worse than recorded there, e.g. "
+                   "experiments/bench-reference.json (see metarl/benchmarks/compare.py)")
     p.set_defaults(func=cmd_bench)
     return parser
 

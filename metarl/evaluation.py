@@ -1,17 +1,17 @@
-"""Evaluation on held-out tasks: one entry point for every agent, and the meta-RL trial loop.
+"""Evaluation on held-out tasks: what is asked (:class:`EvalRequest`), and the meta-RL trial loop.
 
-:func:`evaluate` asks the agent (:meth:`metarl.agent.Agent.evaluate`); meta-RL agents answer
-with :func:`evaluate_policy`, the adaptation curve of their policy: the return of episode
-``k`` of a trial, per ``k``.
+Every agent answers ``agent.evaluate(env, sampler, request)`` (:class:`metarl.agent.Agent`);
+meta-RL agents answer with :func:`evaluate_policy`, the adaptation curve of their policy:
+the return of episode ``k`` of a trial, per ``k``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from metarl.agent import Agent, EvalRequest
 from metarl.envs_api import MetaEnv
 from metarl.policy import Policy
 from metarl.sampling import Sampler
@@ -20,10 +20,17 @@ from metarl.sampling import Sampler
 EVAL_SEED_OFFSET = 10_000
 
 
-def evaluate(agent: Agent, env: Any, sampler: Sampler | None,
-             request: EvalRequest | None = None) -> dict[str, Any]:
-    """The agent's held-out performance; ``result["summary"]`` holds its headline figures."""
-    return agent.evaluate(env, sampler, request or EvalRequest())
+@dataclass(frozen=True)
+class EvalRequest:
+    """What ``metarl eval`` (or the Trainer) asks of an agent's evaluation. ``None`` fields
+    take the agent's defaults."""
+
+    split: str = "test"
+    num_tasks: int | None = None
+    seed: int = 0
+    episodes: int | None = None  # episodes per trial (meta-RL agents)
+    deterministic: bool = False  # act on the most likely action (meta-RL agents)
+
 
 
 def evaluate_policy(policy: Policy, env: MetaEnv, sampler: Sampler, *, split: str,

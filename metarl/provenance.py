@@ -45,10 +45,15 @@ def _source_commit() -> str | None:
 def machine_record() -> dict[str, Any]:
     """Where and with what code a stretch of a run ran: iteration times in
     ``progress.csv`` only compare within one machine."""
-    from metarl import __version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        metarl_version = version("metarl")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        metarl_version = "unknown"
     return {"host": platform.node(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
-            "metarl": __version__, "commit": _source_commit()}
+            "metarl": metarl_version, "commit": _source_commit()}
 
 
 def read_segments(path: Path) -> list[dict[str, Any]]:

@@ -67,12 +67,11 @@ def resume_values(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def final_evaluation(trainer: Trainer) -> dict[str, Any]:
-    from metarl.agent import EvalRequest
-    from metarl.evaluation import eval_summary, evaluate
+    from metarl.evaluation import EvalRequest, eval_summary
 
     cfg = trainer.config.trainer
-    result = evaluate(trainer.agent, trainer.env, trainer.eval_sampler,
-                      EvalRequest(num_tasks=cfg.eval_tasks, seed=cfg.seed))
+    result = trainer.agent.evaluate(trainer.env, trainer.eval_sampler,
+                                    EvalRequest(num_tasks=cfg.eval_tasks, seed=cfg.seed))
     atomic_write_text(trainer.run_dir / "eval.json", json.dumps(result, indent=2))
     return eval_summary(result)
 

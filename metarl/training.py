@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarl.agent import Agent, EvalRequest
+from metarl.agent import Agent
 from metarl.checkpoints import atomic_write_text, load_checkpoint, save_checkpoint
 from metarl.config import RunConfig, dump_yaml
 from metarl.envs_api import MetaEnv
-from metarl.evaluation import eval_summary, evaluate
+from metarl.evaluation import EvalRequest, eval_summary
 from metarl.provenance import (
     SEGMENTS_FILE,
     machine_record,
@@ -207,8 +207,8 @@ class Trainer:
 
     def _eval_metrics(self) -> dict[str, float]:
         cfg = self.config.trainer
-        result = evaluate(self.agent, self.env, self.eval_sampler,
-                          EvalRequest(num_tasks=cfg.eval_tasks, seed=cfg.seed))
+        result = self.agent.evaluate(self.env, self.eval_sampler,
+                                     EvalRequest(num_tasks=cfg.eval_tasks, seed=cfg.seed))
         return eval_summary(result)
 
     def _env_steps_so_far(self) -> int:
