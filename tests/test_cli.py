@@ -264,3 +264,20 @@ def test_the_wheel_ships_the_presets_and_the_agents(tmp_path):
 
     assert {f"metarl/presets/{name}.yaml" for name in preset_names()} <= names
     assert {"metarl/agents/fewshot.py", "metarl/agent.py", "metarl/envs/bandit.py"} <= names
+
+
+@pytest.mark.parametrize(("agent", "env"), [("rl2", "bandit"), ("maml-trpo", "point-nav"),
+                                            ("promp", "point-nav"), ("pearl", "point-nav"),
+                                            ("maml", "sinusoid")])
+def test_a_device_this_machine_lacks_is_one_line_and_exit_2(agent, env, tmp_path, capsys,
+                                                             monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU-only machine
+    run = tmp_path / "run"
+    assert main(["train", agent, env, "--device", "cuda", "--iterations", "1",
+                 "--run-dir", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert error == "metarl: error: device 'cuda' is not available on this machine; valid " \
+                    "devices: cpu\n"
+    assert not run.exists()  # refused before anything is written
