@@ -1,7 +1,7 @@
 """Agents, installed as ``metarl.agents``, and their registry.
 
 Each registry entry names the agent class and its config dataclass; the class is built as
-``Agent(env, config, device=...)`` and implements :class:`metarl.policy.Agent`.
+``Agent(env, config, device=...)`` and implements :class:`metarl.agent.Agent`.
 """
 
 from __future__ import annotations

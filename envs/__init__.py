@@ -20,7 +20,7 @@ class EnvSpec:
     name: str
     entry_point: str  # "module:Class", module relative to metarl.envs
     description: str
-    family: str  # "numpy" or "mujoco"
+    family: str  # "numpy", "mujoco" or "metaworld"
 
     def load(self) -> Callable[..., MetaEnv]:
         module, cls = self.entry_point.split(":")

@@ -1,8 +1,8 @@
 """The ``metarl`` / ``train-agent`` command line.
 
-``metarl list [envs|agents]``, ``metarl train AGENT ENV ...``, ``metarl eval RUN_DIR ...``,
-``metarl render RUN_DIR --out FILE.gif``, ``metarl plot RUN_DIR... --out FILE.png``,
-``metarl bench NAME ...``. Bad input prints one line ``metarl: error: ...`` on stderr and
+``metarl list [envs|datasets|agents|presets]``, ``metarl train AGENT ENV ...``,
+``metarl eval RUN_DIR ...``, ``metarl render RUN_DIR --out FILE.gif``,
+``metarl plot RUN_DIR... --out FILE.png``, ``metarl bench NAME ...``. Bad input prints one line ``metarl: error: ...`` on stderr and
 exits with code 2; nothing already written is touched.
 """
 

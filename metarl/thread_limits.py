@@ -4,7 +4,7 @@ A ``threads`` setting has to bind both: the samplers act in numpy (see
 :mod:`metarl.nn.mlp`), and OpenBLAS's threads, left at one per core, spin against the other
 jobs on a busy machine (the (64, 64) policy on 800 rows: 0.6–0.8 ms a call with one BLAS
 thread against 1.9–3.0 ms with two while two training jobs hold the cores, and the same
-0.34 ms either way on an idle machine; ``python experiments/policy_threads.py``).
+0.34 ms either way on an idle machine; ``python experiments/analysis/policy_threads.py``).
 """
 
 from __future__ import annotations

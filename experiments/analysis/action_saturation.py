@@ -6,7 +6,7 @@ visited states in units of the action bound, and the fraction of action coordina
 mean lies beyond the bound by more than 2σ (the env clips there, so the exploration noise
 of those coordinates no longer changes the reward and carries no policy-gradient signal).
 
-    python experiments/action_saturation.py runs/maml-trpo-point-nav-xavier
+    python experiments/analysis/action_saturation.py runs/maml-trpo-point-nav-xavier
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ of the trial, the mean of the critic's value, of the discounted Monte Carlo retu
 should predict, of the λ-return it is trained on (GAE's value target) and of the GAE
 advantage the policy is trained on:
 
-    python experiments/critic_bias.py runs/rl2-mdp-n10 --tasks 250
+    python experiments/analysis/critic_bias.py runs/rl2-mdp-n10 --tasks 250
 
 With raw advantages (the MDP presets), a critic that overestimates late in the trial makes
 every late action look bad: no bias in expectation over the policy's actions, but noise

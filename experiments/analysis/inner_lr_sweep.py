@@ -6,7 +6,8 @@ and prints the pre-update return, the return after one step and the gain. A poli
 gain keeps growing past the trained lr is under-stepping (its meta-learned sensitivity is
 low); one whose gain peaks at the trained lr has learned to adapt with that step.
 
-    python experiments/inner_lr_sweep.py runs/promp-cheetah-vel-relu100 --lrs 0.05 0.1 0.2 0.4
+    python experiments/analysis/inner_lr_sweep.py runs/promp-cheetah-vel-relu100 \
+        --lrs 0.05 0.1 0.2 0.4
 """
 
 from __future__ import annotations

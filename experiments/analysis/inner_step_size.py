@@ -7,7 +7,7 @@ and the surrogate gain ``E[π_θ'/π_θ · A]`` (standardised advantages). This 
 ProMP's (64, 64) tanh policy fail to start adapting on HalfCheetah with PyTorch's default
 init (RESULTS.md, "ProMP on HalfCheetah direction: the initialisation").
 
-    python experiments/inner_step_size.py --env cheetah-dir
+    python experiments/analysis/inner_step_size.py --env cheetah-dir
 """
 
 from __future__ import annotations

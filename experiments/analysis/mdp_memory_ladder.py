@@ -1,8 +1,8 @@
 """How much memory the tabular-MDP task needs: simple heuristics that remember more and more,
 on the held-out tasks of the RL² table (``split_tasks("test", N, seed=0)``).
 
-    python experiments/mdp_memory_ladder.py                 # n = 10, 1000 tasks, 10 trials
-    python experiments/mdp_memory_ladder.py --rl2 RUN_DIR   # and trained RL² runs beside it
+    python experiments/analysis/mdp_memory_ladder.py                # n = 10, 1000 tasks
+    python experiments/analysis/mdp_memory_ladder.py --rl2 RUN_DIR  # and RL² runs beside it
 
 Rungs: random; win-stay/lose-shift (remembers the last step only: repeat the last action
 if its reward beat the prior mean 1, else act at random); myopic greedy that forgets at
@@ -13,7 +13,7 @@ return can be read against this ladder; the first- and last-episode columns show
 comes from memory across episodes, and ``--blocks`` adds the mean episode return over blocks of
 episodes (where in the trial a policy gains or loses against a rung):
 
-    python experiments/mdp_memory_ladder.py --episodes 25 --blocks 1 5 10 15 20 25 \
+    python experiments/analysis/mdp_memory_ladder.py --episodes 25 --blocks 1 5 10 15 20 25 \
         --rl2 experiments/runs/rl2-mdp-n25-lr1
 """
 

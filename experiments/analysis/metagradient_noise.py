@@ -9,7 +9,7 @@ over tasks, the norm of its standard error (per-coordinate std over tasks / √t
 signal left after removing the noise's expected contribution, ``sqrt(max(0, |mean|² −
 |se|²))``: an estimator whose signal is ~0 adds only noise to the meta-gradient.
 
-    python experiments/metagradient_noise.py runs/promp-cheetah-vel-relu100 --tasks 40
+    python experiments/analysis/metagradient_noise.py runs/promp-cheetah-vel-relu100 --tasks 40
 """
 
 from __future__ import annotations

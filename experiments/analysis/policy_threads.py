@@ -1,7 +1,7 @@
 """Time the sampler's numpy policy call (the (64, 64) benchmark MLP) per batch size, with
 numpy's BLAS left at its default thread count and limited to one thread.
 
-    python experiments/policy_threads.py            # run it idle and next to a busy job
+    python experiments/analysis/policy_threads.py            # run it idle and next to a busy job
 """
 
 from __future__ import annotations

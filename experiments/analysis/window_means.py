@@ -1,7 +1,7 @@
 """Means of progress.csv columns over windows of iterations, and where a column first passes
 a threshold (the per-window figures quoted in RESULTS.md).
 
-    python experiments/window_means.py runs/maml-trpo-cheetah-dir --window 20 \
+    python experiments/analysis/window_means.py runs/maml-trpo-cheetah-dir --window 20 \
         --columns pre_update_return post_update_return --limit 160 --first-above 170.4
 """
 
