@@ -2,8 +2,9 @@
 
 ``metarl list [envs|datasets|agents|presets]``, ``metarl train AGENT ENV ...``,
 ``metarl eval RUN_DIR ...``, ``metarl render RUN_DIR --out FILE.gif``,
-``metarl plot RUN_DIR... --out FILE.png``, ``metarl bench NAME ...``. Bad input prints one line ``metarl: error: ...`` on stderr and
-exits with code 2; nothing already written is touched.
+``metarl plot RUN_DIR... --out FILE.png``, ``metarl bench NAME ...``. Bad input prints one
+line ``metarl: error: ...`` on stderr and exits with code 2; nothing already written is
+touched.
 """
 
 from __future__ import annotations
