@@ -5,18 +5,17 @@ state, torch RNG state, the first ``--iteration`` rows of ``progress.csv`` and t
 stretches of ``segments.jsonl`` that ran them) with the source's config plus the
 ``--set`` overrides, and continues with ``metarl train --resume``:
 
-    python experiments/fork_run.py runs/rl2-mdp-screen-V-iter1550 --iteration 1550 \\
-        --to runs/rl2-mdp-screen-V16 --set minibatches=16
-    metarl train --resume --run-dir runs/rl2-mdp-screen-V16 --iterations 3000
+    python experiments/fork_run.py experiments/checkpoints/rl2-mdp-n10 --iteration 6825 \\
+        --to runs/rl2-mdp-n25 --set episodes_per_trial=25 tasks_per_iteration=250
+    metarl train --resume --run-dir runs/rl2-mdp-n25 --iterations 9050
 
 When the overrides only change settings the checkpoint is copied unchanged. When they add
-parts the source lacks (e.g. ``reward_prediction_coef`` adds RL²'s reward head), the
-agent is rebuilt from the new config with torch seeded by ``--init-seed`` (default: the
-run's seed): every part the source has is loaded, new parts keep their fresh
+parts the source lacks, the agent is rebuilt from the new config with torch seeded by
+``--init-seed`` (default: the run's seed): every part the source has is loaded, new parts keep their fresh
 initialisation, and an optimiser that gained parameters at its end keeps the source's
 Adam state for the old ones. Parts the new config drops are left out. A weight that only
-gains inputs at the end of its last dimension (e.g. RL²'s ``previous_observation`` appends
-the previous observation to the network's inputs) keeps its old columns and gets zero
+gains inputs at the end of its last dimension (e.g. RL²'s ``value_time_input`` appends the
+horizon left in the trial to the value net's inputs) keeps its old columns and gets zero
 columns for the new inputs, so the forked network first computes exactly what the source's
 did (see :func:`widen_optimizer_moments` for their Adam state).
 """
@@ -137,8 +136,9 @@ def fork(source: Path, iteration: int, target: Path, overrides: list[str],
     else:
         save_checkpoint(new_checkpoint, {**state, "agent": agent.state_dict()})
     dump_yaml(config, target / "config.yaml")
-    shutil.copyfile(source / "progress.csv", target / "progress.csv")
-    ProgressLog(target / "progress.csv").truncate_after(iteration - 1)
+    if (source / "progress.csv").exists():  # (the published checkpoints ship without it)
+        shutil.copyfile(source / "progress.csv", target / "progress.csv")
+        ProgressLog(target / "progress.csv").truncate_after(iteration - 1)
     if (source / SEGMENTS_FILE).exists():  # where the iterations so far ran
         shutil.copyfile(source / SEGMENTS_FILE, target / SEGMENTS_FILE)
         truncate_segments(target / SEGMENTS_FILE, iteration)

@@ -1,4 +1,4 @@
-"""Where an RL² iteration's time goes, with nn.GRU, the layer-normalised GRU and LSTM.
+"""Where an RL² iteration's time goes, with nn.GRU and the layer-normalised GRU.
 
 On tabular-mdp (``tasks`` trials of ``episodes`` × 10 steps, GRU of 256 units, one torch
 thread): the time to sample one iteration's trials, the time of one PPO update (``epochs``
@@ -27,7 +27,6 @@ from metarl.envs import make
 from metarl.sampling import LocalSampler
 
 CORES = {"gru": {}, "layer_norm_gru": {"layer_norm": True},
-         "layer_norm_lstm": {"layer_norm": True, "cell": "lstm"},
          # the same core with a second thread (a second core)
          "layer_norm_gru_second_thread": {"layer_norm": True, "second_thread": True}}
 
@@ -75,7 +74,6 @@ def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1
 
 RATIOS = {  # name: (numerator core, denominator core, timing)
     "core_ratio": ("layer_norm_gru", "gru", "core_forward_backward_ms"),
-    "lstm_core_ratio": ("layer_norm_lstm", "gru", "core_forward_backward_ms"),
     "second_thread_sample_speedup": ("layer_norm_gru", "layer_norm_gru_second_thread",
                                      "sample_ms"),
     "second_thread_update_speedup": ("layer_norm_gru", "layer_norm_gru_second_thread",

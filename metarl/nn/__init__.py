@@ -11,10 +11,10 @@ from metarl.nn.mlp import (
     numpy_mlp,
 )
 from metarl.nn.optim import clipped_step
-from metarl.nn.recurrent import LayerNormGRU, LayerNormLSTM
+from metarl.nn.recurrent import LayerNormGRU, RecurrentNet, make_gru
 from metarl.nn.side_thread import SideThread
 
 __all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
-           "LayerNormGRU", "LayerNormLSTM", "NumpyGaussianMLP", "RunningNorm", "SideThread",
-           "activation_by_name", "clipped_step", "discounted_returns", "gae", "make_head",
-           "masked_mean", "numpy_mlp", "ppo_clip_loss"]
+           "LayerNormGRU", "NumpyGaussianMLP", "RecurrentNet", "RunningNorm", "SideThread",
+           "activation_by_name", "clipped_step", "discounted_returns", "gae", "make_gru",
+           "make_head", "masked_mean", "numpy_mlp", "ppo_clip_loss"]

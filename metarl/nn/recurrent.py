@@ -1,12 +1,11 @@
-"""Recurrent cores with the ``torch.nn.GRU`` calling convention (``batch_first=True``)."""
+"""Recurrent cores with the ``torch.nn.GRU`` calling convention (``batch_first=True``), and a
+network of a core under an output layer."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from metarl.nn.mlp import activation_by_name
 
 
 class LayerNormGRU(nn.Module):
@@ -22,19 +21,14 @@ class LayerNormGRU(nn.Module):
     U[1, max_timescale]`` steps (bias ``-log T_i``), so some units remember a whole trial
     from the first iteration on.
 
-    ``candidate_activation="relu"`` makes the candidate state a ReLU (as the GRU and LSTM of
-    lucaslingle/pytorch_rl2) instead of tanh.
-
     ``forward(inputs [B, L, F], hidden [1, B, H] | None) -> (outputs [B, L, H], hidden
     [1, B, H])``, as ``nn.GRU(batch_first=True)``.
     """
 
     def __init__(self, input_size: int, hidden_size: int, update_bias: float = 1.0,
-                 max_timescale: int | None = None, candidate_activation: str = "tanh"):
+                 max_timescale: int | None = None):
         super().__init__()
         self.input_size, self.hidden_size, self.update_bias = input_size, hidden_size, update_bias
-        self.state_size = hidden_size
-        self.activation = activation_by_name(candidate_activation)[0]()
         self.input_proj = nn.Linear(input_size, 3 * hidden_size, bias=False)
         self.hidden_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
         self.input_gate_norm = nn.LayerNorm(2 * hidden_size)
@@ -69,57 +63,35 @@ class LayerNormGRU(nn.Module):
             gates = x_gates[t] + self.hidden_gate_norm(h @ w_h_gates.T)
             update, reset = gates.chunk(2, dim=-1)
             update = torch.sigmoid(update - self.update_bias)
-            candidate = self.activation(x_cand[t] + torch.sigmoid(reset)
-                                        * self.hidden_cand_norm(h @ w_h_cand.T))
+            candidate = torch.tanh(x_cand[t] + torch.sigmoid(reset)
+                                   * self.hidden_cand_norm(h @ w_h_cand.T))
             h = (1.0 - update) * h + update * candidate
             outputs.append(h)
         return torch.stack(outputs, dim=1), h.unsqueeze(0)
 
 
-class LayerNormLSTM(nn.Module):
-    """An LSTM with layer normalisation (Ba et al. 2016, Sec. 3.1) on its input and recurrent
-    pre-activations and on the cell before the output gate: ``h = o * tanh(LN(c))``.
+def make_gru(input_size: int, hidden_size: int, layer_norm: bool = False,
+             max_timescale: int | None = None) -> nn.Module:
+    """``nn.GRU(batch_first=True)``, or with ``layer_norm`` a :class:`LayerNormGRU`
+    (chrono-initialised over ``max_timescale`` steps when given)."""
+    if not layer_norm:
+        if max_timescale is not None:
+            raise ValueError("max_timescale (chrono initialisation) needs layer_norm=True")
+        return nn.GRU(input_size, hidden_size, batch_first=True)
+    return LayerNormGRU(input_size, hidden_size, max_timescale=max_timescale)
 
-    ``forget_bias`` is added to the forget-gate pre-activation. The cell can sum what it
-    writes (a GRU state is a running average), e.g. counts and reward totals; with
-    ``candidate_activation="relu"`` the written values are ReLUs, as in lucaslingle/pytorch_rl2's
-    LSTM (which reads out ``o * LN(c)``, without the tanh).
 
-    The state ``(h, c)`` travels as one tensor ``[1, B, 2H]`` (``state_size = 2H``), so the
-    calling convention is ``nn.GRU``'s: ``forward(inputs [B, L, F], state [1, B, 2H] | None)
-    -> (outputs h [B, L, H], state [1, B, 2H])``.
-    """
+class RecurrentNet(nn.Module):
+    """A recurrent ``core`` (``nn.GRU`` convention) under an ``output`` layer applied at every
+    step: ``forward(inputs [B, L, F], hidden [1, B, H] | None) -> (outputs [B, L, ...],
+    hidden [1, B, H])``."""
 
-    def __init__(self, input_size: int, hidden_size: int, forget_bias: float = 1.0,
-                 candidate_activation: str = "tanh"):
+    def __init__(self, core: nn.Module, output: nn.Module):
         super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.state_size, self.forget_bias = 2 * hidden_size, forget_bias
-        self.activation = activation_by_name(candidate_activation)[0]()
-        self.input_proj = nn.Linear(input_size, 4 * hidden_size, bias=False)
-        self.hidden_proj = nn.Linear(hidden_size, 4 * hidden_size, bias=False)
-        self.input_norm = nn.LayerNorm(4 * hidden_size)
-        self.hidden_norm = nn.LayerNorm(4 * hidden_size)
-        self.cell_norm = nn.LayerNorm(hidden_size)
-        nn.init.xavier_uniform_(self.input_proj.weight)
-        for chunk in self.hidden_proj.weight.data.chunk(4, dim=0):
-            nn.init.orthogonal_(chunk)
+        self.core, self.output = core, output
+        self.hidden_size: int = core.hidden_size
 
-    def forward(self, inputs: torch.Tensor, state: torch.Tensor | None = None
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, length, _ = inputs.shape
-        size = self.hidden_size
-        if state is None:
-            state = inputs.new_zeros(1, batch, 2 * size)
-        h, c = state[0, :, :size], state[0, :, size:]
-        # every step's input projection in one matmul, unbound once (see LayerNormGRU)
-        x = self.input_norm(self.input_proj(inputs)).unbind(1)
-        w_h = self.hidden_proj.weight
-        outputs = []
-        for t in range(length):
-            forget, write, out, candidate = (x[t] + self.hidden_norm(h @ w_h.T)).chunk(4, dim=-1)
-            c = (torch.sigmoid(forget + self.forget_bias) * c
-                 + torch.sigmoid(write) * self.activation(candidate))
-            h = torch.sigmoid(out) * torch.tanh(self.cell_norm(c))
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), torch.cat([h, c], dim=-1).unsqueeze(0)
+        features, hidden = self.core(inputs, hidden)
+        return self.output(features), hidden
