@@ -11,13 +11,13 @@ stretches of ``segments.jsonl`` that ran them) with the source's config plus the
 
 When the overrides only change settings the checkpoint is copied unchanged. When they add
 parts the source lacks, the agent is rebuilt from the new config with torch seeded by
-``--init-seed`` (default: the run's seed): every part the source has is loaded, new parts keep their fresh
-initialisation, and an optimiser that gained parameters at its end keeps the source's
-Adam state for the old ones. Parts the new config drops are left out. A weight that only
-gains inputs at the end of its last dimension (e.g. RL²'s ``value_time_input`` appends the
-horizon left in the trial to the value net's inputs) keeps its old columns and gets zero
-columns for the new inputs, so the forked network first computes exactly what the source's
-did (see :func:`widen_optimizer_moments` for their Adam state).
+``--init-seed`` (default: the run's seed): every part the source has is loaded, new parts
+keep their fresh initialisation, and an optimiser that gained parameters at its end keeps
+the source's Adam state for the old ones. Parts the new config drops are left out. A weight
+that only gains inputs at the end of its last dimension (e.g. RL²'s ``value_time_input``
+appends the horizon left in the trial to the value net's inputs) keeps its old columns and
+gets zero columns for the new inputs, so the forked network first computes exactly what the
+source's did (see :func:`widen_optimizer_moments` for their Adam state).
 """
 
 from __future__ import annotations
