@@ -3,7 +3,9 @@
 import warnings
 from collections.abc import Sequence
 
+import torch
 from gymnasium.utils.env_checker import check_env
+from torch.utils._python_dispatch import TorchDispatchMode
 
 UNBOUNDED_BOX_WARNINGS = ("observation space minimum value is -infinity",
                           "observation space maximum value is infinity")
@@ -44,3 +46,33 @@ def load_experiment(name: str):
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+class MetaDeviceValues(TorchDispatchMode):
+    """Runs code written for an accelerator on PyTorch's ``meta`` device, where tensors have
+    shapes, dtypes and a device but no values (there is no GPU here). Every op still checks
+    its tensors' devices as on CUDA: a CPU tensor (other than a 0-d scalar) meeting a meta
+    one raises. So that the code gets through its data-dependent steps, reading a value
+    (``float``, ``bool``, ``.item()``) gives 1 (False for booleans: "no task left to
+    refit", "CG has not converged") and a copy to the CPU gives ones (the numpy acting
+    snapshot). ``ops`` counts the ops that ran on meta tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        first = args[0] if args else None
+        if isinstance(first, torch.Tensor) and first.is_meta:
+            self.ops += 1
+            if func is torch.ops.aten._local_scalar_dense.default:
+                return False if first.dtype == torch.bool else 1
+            if (func is torch.ops.aten._to_copy.default and kwargs.get("device") is not None
+                    and torch.device(kwargs["device"]).type == "cpu"):
+                return torch.ones(first.shape, dtype=kwargs.get("dtype") or first.dtype)
+        return func(*args, **kwargs)
+
+
+def on_meta(tensors) -> bool:
+    return all(t.is_meta for t in tensors)

@@ -1,27 +1,37 @@
 """Gradient-based meta-RL (MAML-TRPO, ProMP): adaptation in the trial state, the Fisher
 product through the inner step, and smoke runs through the CLI."""
 
+import csv
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
+from helpers import MetaDeviceValues, on_meta
 
 from metarl.agents.maml_trpo import MAMLTRPOAgent, MAMLTRPOConfig
+from metarl.agents.promp import ProMPAgent, ProMPConfig
 from metarl.cli import main
+from metarl.config import PRESETS_DIR, load_yaml
 from metarl.envs import make
 from metarl.meta import parameters_of
 from metarl.meta.rl import (
+    PolicyData,
     adapt_through,
     collect,
+    dice_objective,
     dice_scale,
     gaussian_fisher_vector_product,
     gaussian_kl,
     inner_estimator_loss,
+    log_probs,
     per_task_outputs,
 )
+from metarl.nn import GaussianMLP
 from metarl.nn.trpo import fisher_vector_product
 from metarl.random import BatchRNG
+from metarl.runs import load, make_agent
 from metarl.sampling import LocalSampler
 
 
@@ -168,19 +178,131 @@ def test_smoke_runs_and_adaptation_curve(agent, env, tmp_path, capsys):
     assert len(result["returns_per_episode"]) == 3  # pre-update, one step, two steps
 
 
+#: bounds of one step's reward at horizon 5: point-nav's is -distance to a goal in
+#: [-0.5, 0.5]² from a point within 0.5 of the origin per axis; the MuJoCo ones are ±velocity
+#: (cheetah-vel: -|v - v*| with v* ≤ 3) minus a control cost below 0.3, and a cheetah or an
+#: ant does not reach 10 m/s in five 0.05 s steps from rest
+STEP_REWARD_BOUNDS = {"point-nav": (-math.sqrt(2.0), 0.0), "cheetah-vel": (-13.3, 0.0),
+                      "cheetah-dir": (-10.3, 10.0), "ant-dir": (-10.1, 10.0)}
+
+
+def _settings(argv: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in argv)
+
+
 @pytest.mark.parametrize("agent", ["maml-trpo", "promp"])
 @pytest.mark.parametrize("env", ["point-nav", "cheetah-dir", "cheetah-vel", "ant-dir"])
 def test_every_preset_trains_one_tiny_iteration(agent, env, tmp_path):
-    """The papers' presets (network, estimator, optimiser) run as given, on tiny batches."""
+    """The papers' presets (network, estimator, optimiser) reach the agent and train: every
+    preset setting not shrunk by TINY is in the trained agent's config and shapes its
+    network and inner step, one iteration moves the weights away from their (seeded)
+    initial values, and the logged metrics are finite with returns a 5-step episode can
+    have."""
+    run = tmp_path / "run"
     assert main(["train", "--config", f"{agent}/{env}", "--iterations", "1", "--run-dir",
-                 str(tmp_path / "run"), "--set", "env.horizon=5", *TINY[agent]]) == 0
-    assert (tmp_path / "run" / "checkpoints" / "iter_000001.pt").is_file()
+                 str(run), "--set", "env.horizon=5", *TINY[agent]]) == 0
+    trained = load(run)
+    cfg = trained.agent.config
+    preset = load_yaml(PRESETS_DIR / agent / f"{env}.yaml")
+    shrunk = _settings(TINY[agent])
+    reached = [key for key in preset if hasattr(cfg, key) and key not in shrunk]
+    assert {"activation", "inner_estimator", "inner_lr", "init"} <= set(reached)
+    for key in reached:
+        assert getattr(cfg, key) == preset[key], key
+    assert cfg.meta_batch == 2 and cfg.hidden_size == 8  # the TINY overrides won
+    net = trained.agent.net
+    linears = [m for m in net.body.layers if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == preset["num_layers"] and linears[0].out_features == 8
+    assert type(net.body.layers[1]).__name__.lower() == preset["activation"]
+    assert trained.agent.inner.lr == preset["inner_lr"]
+    if agent == "promp":
+        assert trained.agent.optimizer.param_groups[0]["lr"] == preset["lr"]
+    initial = make_agent(trained.config, trained.env).net.state_dict()
+    moved = [name for name, value in net.state_dict().items()
+             if not torch.equal(value, initial[name])]
+    assert moved, "one iteration left every weight at its initial value"
+
+    rows = list(csv.DictReader((run / "progress.csv").open()))
+    assert len(rows) == 1 and rows[0]["iteration"] == "0"
+    values = {k: float(v) for k, v in rows[0].items() if v not in ("", "True", "False")}
+    assert all(math.isfinite(v) for v in values.values()), values
+    # 2 tasks x 2 trials x (pre-update + post-update episode) x 5 steps
+    assert values["env_steps"] == 2 * 2 * 2 * 5
+    low, high = STEP_REWARD_BOUNDS[env]
+    for key in ("pre_update_return", "post_update_return"):
+        assert 5 * low <= values[key] <= 5 * high, (key, values[key])
+    curve = json.loads((run / "eval.json").read_text())["returns_per_episode"]
+    assert all(5 * low <= x <= 5 * high for x in curve), curve
 
 
-def test_dice_inner_estimator_runs(tmp_path):
-    assert main(["train", "promp", "point-nav", "--iterations", "1", "--run-dir",
-                 str(tmp_path / "dice"), "--set", "env.horizon=5", "inner_estimator=dice",
-                 *TINY["promp"]]) == 0
+# ---------------------------------------------------------------- DiCE known answers
+def _hand_dice_task():
+    """One task's two 3-step episodes (γ = 0.5), the second ending after 2 steps (its third
+    reward, 7, is padding). Returns-to-go G: [3, 4, 4] and [3.5, 1]; baseline b: [0.5, 1, 1]
+    and [1, 0]; so γ^t (G_t − b_t) = [2.5, 1.5, 0.75] and [2.5, 0.5, 0]."""
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(2, 3, 3, generator=g, dtype=torch.float64)
+    actions = torch.randn(2, 3, 2, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    rewards = torch.tensor([[1.0, 2.0, 4.0], [3.0, 1.0, 7.0]], dtype=torch.float64)
+    values = torch.tensor([[0.5, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    weights = torch.tensor([[2.5, 1.5, 0.75], [2.5, 0.5, 0.0]], dtype=torch.float64)
+    unused = torch.zeros_like(rewards)  # advantages and old log-probabilities: not DiCE's
+    return (obs, actions, unused, mask, unused, rewards, values), weights
+
+
+def test_dice_inner_gradient_is_the_baselined_score_function_gradient():
+    """The DiCE inner loss on a hand-built task: its value is −(mean discounted return) /
+    scale and its gradient is −mean_episodes Σ_t ∇log π(a_t|s_t) γ^t (G_t − b_t) / scale,
+    with G, b and the scale worked out by hand (see _hand_dice_task)."""
+    torch.manual_seed(0)
+    net = GaussianMLP(3, 2, (4,), activation="tanh").double()
+    data, weights = _hand_dice_task()
+    # raw advantages G − b on the 5 real steps: [2.5, 3, 3, 2.5, 1], mean 2.4, variance
+    # 0.54 (std + dice_scale's 1e-8 guard); 2.5 real steps per episode
+    scale = 2.5 * (math.sqrt(0.54) + 1e-8)
+    torch.testing.assert_close(dice_scale(data[5], data[6], data[3], 0.5),
+                               torch.tensor(scale, dtype=torch.float64), rtol=1e-12, atol=0)
+    params = parameters_of(net)
+    loss = inner_estimator_loss("dice", net, 0.5)(params, data)
+    # value: magic boxes are 1 and the baseline term 0; discounted returns 3 and 3.5
+    torch.testing.assert_close(loss, torch.tensor(-3.25 / scale, dtype=torch.float64))
+    logp = log_probs(net, params, data[0], data[1])
+    expected = -(logp * weights).sum() / 2 / scale
+    got = torch.autograd.grad(loss, list(params.values()))
+    want = torch.autograd.grad(expected, list(params.values()))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.cat([g.reshape(-1) for g in want]).norm() > 1e-3  # not trivially zero
+
+
+def test_dice_objective_hessian_is_the_score_function_hessian():
+    """DiCE's point is unbiased higher derivatives: for log π_t(θ) = −(a_t − θ·x_t)² / 2 its
+    Hessian is mean_e Σ_t γ^t [r_t (∇²g_t + ∇g_t ∇g_tᵀ) − b_t (∇²ℓ_t + ∇ℓ_t ∇ℓ_tᵀ)] with
+    ℓ_t = log π_t and g_t = Σ_{t'≤t} ℓ_t' — the terms a VPG surrogate's Hessian lacks."""
+    data, _ = _hand_dice_task()
+    mask, rewards, values = data[3], data[5], data[6]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 2, generator=g, dtype=torch.float64)
+    a = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    theta = torch.tensor([0.3, -0.7], dtype=torch.float64)
+
+    def objective(th: torch.Tensor) -> torch.Tensor:
+        return dice_objective(-0.5 * (a - x @ th).square(), rewards, mask, 0.5, values)
+
+    hessian = torch.autograd.functional.hessian(objective, theta)
+    expected = torch.zeros(2, 2, dtype=torch.float64)
+    for e in range(2):
+        grad_g, hess_g = torch.zeros(2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+        for t in range(3):
+            if not mask[e, t]:
+                continue
+            grad_l = (a[e, t] - x[e, t] @ theta) * x[e, t]  # ∇ℓ_t
+            hess_l = -torch.outer(x[e, t], x[e, t])  # ∇²ℓ_t
+            grad_g, hess_g = grad_g + grad_l, hess_g + hess_l
+            expected += 0.5**t * (rewards[e, t] * (hess_g + torch.outer(grad_g, grad_g))
+                                  - values[e, t] * (hess_l + torch.outer(grad_l, grad_l)))
+    torch.testing.assert_close(hessian, expected / 2, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
@@ -287,3 +409,59 @@ def test_xavier_init_matches_the_reference_code_and_torch_keeps_the_default():
     assert default.head.mean.weight.abs().max() <= 64 ** -0.5
     agent = MAMLTRPOAgent(make("point-nav"), MAMLTRPOConfig(hidden_size=8))
     assert torch.count_nonzero(agent.net.head.mean.bias) == 0  # the agents' default
+
+
+# ------------------------------------------------------------------ the agent's device
+def test_meta_device_harness_catches_a_tensor_left_on_the_cpu():
+    with MetaDeviceValues():
+        meta = torch.ones(3, device="meta")
+        assert float(meta.sum()) == 1.0 and meta.cpu().numpy().tolist() == [1.0, 1.0, 1.0]
+        meta * torch.tensor(2.0)  # a 0-d CPU scalar is allowed, as on CUDA
+        with pytest.raises(RuntimeError, match="device"):
+            meta + torch.ones(3)
+        with pytest.raises(RuntimeError, match="device"):
+            torch.cat([meta, torch.ones(3)])
+
+
+@pytest.mark.parametrize(("agent_cls", "config"), [
+    (MAMLTRPOAgent, MAMLTRPOConfig(meta_batch=2, rollouts_per_task=2, hidden_size=8,
+                                   cg_iterations=2, fisher_tasks=1, line_search_steps=3)),
+    (ProMPAgent, ProMPConfig(meta_batch=2, rollouts_per_task=2, hidden_size=8, ppo_epochs=2,
+                             adaptive_kl_penalty=True)),
+    (ProMPAgent, ProMPConfig(meta_batch=2, rollouts_per_task=2, hidden_size=8, ppo_epochs=1,
+                             inner_estimator="dice", inner_steps=2)),
+], ids=["maml-trpo", "promp", "promp-dice-2-steps"])
+def test_gradient_agents_keep_networks_data_and_updates_on_their_device(agent_cls, config):
+    """Built with ``device="meta"``, the network, the rollout data (PolicyData), the linear
+    baseline, the inner steps of the adapting policy and of training, the TRPO / ProMP
+    update (CG, Fisher products, line search, Adam) and the optimiser state stay on that
+    device: any tensor they left on the CPU would meet a meta one and raise (see
+    MetaDeviceValues). Acting is numpy on a CPU snapshot by design (AdaptivePolicy)."""
+    env = make("point-nav", horizon=4)
+    agent = agent_cls(env, config, device="meta")
+    assert agent.device == torch.device("meta")
+    assert on_meta(agent.net.parameters()) and on_meta(agent.net.buffers())
+    seen: list[list[PolicyData]] = []
+    update = agent.update
+    agent.update = lambda data: seen.append(data) or update(data)
+    mode = MetaDeviceValues()
+    with mode:
+        metrics = agent.train_iteration(LocalSampler(env), np.random.default_rng(0))
+        policy = agent.policy()
+        tasks = env.split_tasks("test", 2)
+        episodes = LocalSampler(env).sample(policy, tasks, trials=2, episodes=1, seed=0)
+        state = policy.reset(tasks, 2, BatchRNG(0, np.arange(4)))
+        for _ in range(2):  # the first step from θ, then from per-task θ'
+            state = policy.end_episode(state, episodes)
+    assert len(seen) == 1 and len(seen[0]) == config.inner_steps + 1
+    for episode in seen[0]:
+        assert on_meta(episode.as_tuple())
+    assert on_meta(state.params.values()) and state.per_task
+    assert next(iter(state.params.values())).shape[0] == 2  # per task
+    assert on_meta(agent.net.parameters())
+    if isinstance(agent, ProMPAgent):
+        assert on_meta(t for s in agent.optimizer.state.values() for t in s.values()
+                       if isinstance(t, torch.Tensor) and t.dim() > 0)
+        assert len(agent.optimizer.state) == len(list(agent.net.parameters()))
+    assert metrics["env_steps"] == 2 * 2 * (config.inner_steps + 1) * 4
+    assert mode.ops > 1000  # the update really ran (on meta), not just the construction

@@ -34,6 +34,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
+from metarl.agent import MetaRLAgent
 from metarl.envs_api import MetaEnv
 from metarl.nn.context import ContextEncoder, kl_to_standard_normal, sample_latent
 from metarl.nn.sac import TanhGaussianActor, Temperature, TwinQ, polyak_update, soft_q_target
@@ -103,17 +104,20 @@ class PEARLConfig:
 
 # ------------------------------------------------------------------------- the policy
 class ActionScale:
-    """Maps the actor's ``[-1, 1]`` actions to a Box action space and back."""
+    """Maps the actor's ``[-1, 1]`` actions (tensors on ``device``) to a Box action space and
+    back (numpy arrays, as the environments give them)."""
 
-    def __init__(self, space: spaces.Box):
-        self.low = torch.as_tensor(space.low, dtype=torch.float32)
-        self.high = torch.as_tensor(space.high, dtype=torch.float32)
+    def __init__(self, space: spaces.Box, device: torch.device | str = "cpu"):
+        self.low_np = np.asarray(space.low, dtype=np.float32)
+        self.high_np = np.asarray(space.high, dtype=np.float32)
+        self.low = torch.as_tensor(self.low_np, device=device)
+        self.high = torch.as_tensor(self.high_np, device=device)
 
     def to_env(self, action: Tensor) -> Tensor:
         return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
 
     def from_env(self, action: np.ndarray) -> np.ndarray:
-        low, high = self.low.numpy(), self.high.numpy()
+        low, high = self.low_np, self.high_np
         return (2.0 * (action - low) / (high - low) - 1.0).astype(np.float32)
 
 
@@ -130,6 +134,7 @@ class _TrialState:
     latent_rng: BatchRNG
     z: Tensor  # [B, L]
     trials: int
+    tasks: tuple[Task, ...]  # of the trial (one per task, not per environment)
     episode: int = 0
     context: list[np.ndarray] = field(default_factory=list)  # per episode [B, T, D]
     mask: list[np.ndarray] = field(default_factory=list)  # per episode bool [B, T]
@@ -151,12 +156,11 @@ class PEARLPolicy:
         self.exploration_episodes = exploration_episodes
         self.deterministic, self.use_next_obs = deterministic, use_next_obs
         self.device = next(actor.parameters()).device
-        self._tasks: tuple[Task, ...] = ()
 
     def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> _TrialState:
-        self._tasks = tuple(tasks)
         latent_rng = rng.child("latent")
-        state = _TrialState(rng, latent_rng, torch.zeros(0), trials)
+        state = _TrialState(rng, latent_rng, torch.zeros(0, device=self.device), trials,
+                            tuple(tasks))
         state.z = self._draw(state)
         return state
 
@@ -174,7 +178,7 @@ class PEARLPolicy:
                 mean, var = self.encoder(context, mask)
             return sample_latent(mean, var, noise)
         if self.contexts is not None:
-            context = torch.as_tensor(np.stack([self.contexts[t] for t in self._tasks]),
+            context = torch.as_tensor(np.stack([self.contexts[t] for t in state.tasks]),
                                       device=self.device)
             with torch.no_grad():
                 mean, var = self.encoder(context)
@@ -184,7 +188,8 @@ class PEARLPolicy:
 
     def act(self, obs: Tensor, state: _TrialState) -> tuple[Tensor, _TrialState, dict]:
         x = torch.cat([obs.reshape(obs.shape[0], -1).float(), state.z], -1)
-        noise = (torch.zeros(obs.shape[0], self.actor.action_dim) if self.deterministic
+        noise = (torch.zeros(obs.shape[0], self.actor.action_dim, device=self.device)
+                 if self.deterministic
                  else self._noise(state.rng, self.actor.action_dim))
         action, _, _ = self.actor.sample(x, noise)
         return self.scale.to_env(action), state, {"z": state.z}
@@ -227,8 +232,9 @@ def _episodes(steps: int, horizon: int) -> int:
     return math.ceil(steps / horizon) if steps > 0 else 0
 
 
-class PEARLAgent:
-    """See the module docstring."""
+class PEARLAgent(MetaRLAgent):
+    """See the module docstring. Evaluated on trials of ``episodes_per_trial`` episodes; the
+    paper's metric is the last one's return."""
 
     def __init__(self, env: MetaEnv, config: PEARLConfig, device: str = "cpu"):
         if not isinstance(env.action_space, spaces.Box):
@@ -236,12 +242,13 @@ class PEARLAgent:
                              f"{env.action_space}")
         config.validate()
         self.env, self.config = env, config
+        self.eval_episodes = config.episodes_per_trial
         self.device = torch.device(device)
         cfg = config
         obs_dim = int(np.prod(env.observation_space.shape))
         action_dim = int(np.prod(env.action_space.shape))
         self.obs_dim, self.action_dim = obs_dim, action_dim
-        self.scale = ActionScale(env.action_space)
+        self.scale = ActionScale(env.action_space, self.device)
         context_dim = obs_dim + action_dim + 1 + (obs_dim if cfg.use_next_obs else 0)
         hidden = [cfg.hidden_size] * cfg.num_layers
         self.encoder = ContextEncoder(context_dim, cfg.latent_dim, [cfg.encoder_hidden] * 3,
@@ -359,7 +366,8 @@ class PEARLAgent:
                                    alpha, cfg.discount, cfg.reward_scale)
         q = self.critic(torch.cat([obs, z, actions], -1))
         critic_loss = (q - target).square().mean(-1).sum()
-        kl = kl_to_standard_normal(mean, var).sum() if cfg.bottleneck else torch.zeros(())
+        kl = (kl_to_standard_normal(mean, var).sum() if cfg.bottleneck
+              else torch.zeros((), device=self.device))
         self.critic_opt.zero_grad(set_to_none=True)
         self.encoder_opt.zero_grad(set_to_none=True)
         (critic_loss + cfg.kl_lambda * kl).backward()

@@ -22,6 +22,7 @@ from gymnasium import spaces
 from torch import Tensor
 from torch.func import functional_call, jvp, vjp, vmap
 
+from metarl.agent import MetaRLAgent
 from metarl.meta.adapt import InnerLoop, LossFn, Params, adapt_batch, parameters_of
 from metarl.nn import GaussianMLP, NumpyGaussianMLP, discounted_returns, gae
 from metarl.nn.linear_value import linear_value_estimates
@@ -53,11 +54,14 @@ class PolicyData:
 
 
 def episode_data(rollouts: Rollouts, episode: int, discount: float, gae_lambda: float,
-                 normalize: bool = True, dtype: torch.dtype = torch.float32) -> PolicyData:
-    """Episode ``episode`` of ``rollouts`` as :class:`PolicyData`, with advantages from GAE
-    over a per-task linear feature baseline (standardised per task when ``normalize``)."""
+                 normalize: bool = True, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> PolicyData:
+    """Episode ``episode`` of ``rollouts`` as :class:`PolicyData` on ``device`` (default the
+    CPU), with advantages from GAE over a per-task linear feature baseline (fitted on
+    ``device``; standardised per task when ``normalize``)."""
     def tensor(array: np.ndarray, kind: torch.dtype = dtype) -> Tensor:
-        return torch.as_tensor(np.ascontiguousarray(array[:, :, episode]), dtype=kind)
+        return torch.as_tensor(np.ascontiguousarray(array[:, :, episode]), dtype=kind,
+                               device=device)
 
     obs, rewards = tensor(rollouts.observations), tensor(rollouts.rewards)
     mask = tensor(rollouts.valid)
@@ -131,7 +135,8 @@ def dice_objective(log_prob: Tensor, rewards: Tensor, mask: Tensor, discount: fl
     γ^t r_t`` (+ the baseline term ``Σ_t (1 − ⊡(log π_t)) γ^t b_t``), averaged over episodes.
     Unbiased for gradients of every order."""
     log_prob = log_prob * mask
-    weights = discount ** torch.arange(rewards.shape[-1], dtype=rewards.dtype)
+    weights = discount ** torch.arange(rewards.shape[-1], dtype=rewards.dtype,
+                                       device=rewards.device)
     objective = (magic_box(log_prob.cumsum(-1)) * rewards * weights * mask).sum(-1)
     if values is not None:
         objective = objective + ((1 - magic_box(log_prob)) * values * weights * mask).sum(-1)
@@ -202,15 +207,17 @@ def adapt_through(inner: InnerLoop, params: Params, episodes: Sequence[PolicyDat
 
 
 def collect(env: Any, policy: Any, sampler: Any, rng: np.random.Generator, meta_batch: int,
-            rollouts_per_task: int, inner_steps: int, discount: float, gae_lambda: float
+            rollouts_per_task: int, inner_steps: int, discount: float, gae_lambda: float,
+            device: torch.device | str | None = None
             ) -> tuple[list[PolicyData], dict[str, float]]:
     """Sample ``meta_batch`` fresh tasks x ``rollouts_per_task`` trials of ``inner_steps + 1``
-    episodes with an adapting ``policy``; returns each episode's :class:`PolicyData` and the
-    pre-/post-update returns."""
+    episodes with an adapting ``policy``; returns each episode's :class:`PolicyData` (on
+    ``device``) and the pre-/post-update returns."""
     tasks = env.sample_tasks(meta_batch, rng)
     rollouts = sampler.sample(policy, tasks, trials=rollouts_per_task,
                               episodes=inner_steps + 1, seed=int(rng.integers(2**31)))
-    data = [episode_data(rollouts, k, discount, gae_lambda) for k in range(inner_steps + 1)]
+    data = [episode_data(rollouts, k, discount, gae_lambda, device=device)
+            for k in range(inner_steps + 1)]
     returns = rollouts.episode_returns().mean(axis=(0, 1))
     return data, {"pre_update_return": float(returns[0]),
                   "post_update_return": float(returns[-1]),
@@ -228,13 +235,21 @@ class AdaptiveState:
 
 class AdaptivePolicy:
     """A Gaussian MLP policy that takes an inner step per task after every episode (see the
-    module docstring). ``inner_lr``/``discount``/``gae_lambda`` define the inner step."""
+    module docstring). ``inner_lr``/``discount``/``gae_lambda`` define the inner step.
+
+    The inner step runs on the network's device (``net_device``). Acting runs in numpy on a
+    snapshot of the current parameters (:mod:`metarl.nn.mlp` explains why: a per-step torch
+    forward of a small MLP costs more in dispatch than its maths), so the device the sampler
+    hands observations on and gets actions back on is the CPU (``device``)."""
+
+    device = torch.device("cpu")  # of act's tensors (numpy acting); see the docstring
 
     def __init__(self, net: GaussianMLP, inner: InnerLoop, discount: float, gae_lambda: float,
                  deterministic: bool = False):
         self.net, self.inner = net, inner
         self.discount, self.gae_lambda = discount, gae_lambda
         self.deterministic = deterministic
+        self.net_device = next(net.parameters()).device
 
     def reset(self, tasks: Sequence[Task], trials: int, rng: BatchRNG) -> AdaptiveState:
         params = {n: p.detach() for n, p in self.net.named_parameters()}
@@ -242,14 +257,14 @@ class AdaptivePolicy:
 
     def act(self, obs: Tensor, state: AdaptiveState
             ) -> tuple[Tensor, AdaptiveState, dict[str, Tensor]]:
-        action, log_prob = state.frozen.act(obs.numpy(), state.rng, self.deterministic)
+        action, log_prob = state.frozen.act(obs.cpu().numpy(), state.rng, self.deterministic)
         return torch.from_numpy(action), state, {"log_prob": torch.from_numpy(log_prob)}
 
     def observe(self, state: AdaptiveState, step: Transition) -> AdaptiveState:
         return state
 
     def end_episode(self, state: AdaptiveState, episode: Rollouts) -> AdaptiveState:
-        data = episode_data(episode, 0, self.discount, self.gae_lambda)
+        data = episode_data(episode, 0, self.discount, self.gae_lambda, device=self.net_device)
         adapted = adapt_tasks(self.inner, state.params, data, state.per_task)
         adapted = {n: p.detach() for n, p in adapted.items()}
         return replace(state, params=adapted, frozen=self.net.snapshot(adapted), per_task=True)
@@ -324,10 +339,13 @@ class AdaptationConfig:
             raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
 
 
-class GradientMetaAgent:
+class GradientMetaAgent(MetaRLAgent):
     """The Agent-protocol skeleton of MAML-TRPO and ProMP: a Gaussian MLP adapted per task
     by :class:`InnerLoop` on :meth:`inner_loss`; one iteration samples a meta-batch with the
-    adapting policy (:func:`collect`) and hands its per-episode data to :meth:`update`."""
+    adapting policy (:func:`collect`) and hands its per-episode data to :meth:`update`.
+
+    The network, the rollout data, the linear baseline, the inner steps and the update live
+    on ``device``; acting alone runs in numpy on a CPU snapshot (:class:`AdaptivePolicy`)."""
 
     title = "gradient-based meta-RL"  # for error messages
 
@@ -341,7 +359,7 @@ class GradientMetaAgent:
                                int(np.prod(env.action_space.shape)),
                                (config.hidden_size,) * config.num_layers,
                                activation=config.activation, init_std=config.init_std,
-                               init=config.init)
+                               init=config.init).to(self.device)
         self.inner = InnerLoop(self.inner_loss(), steps=1, lr=config.inner_lr,
                                first_order=getattr(config, "first_order", False))
 
@@ -354,6 +372,12 @@ class GradientMetaAgent:
         """The outer update from the episodes of the meta-batch (last = post-update)."""
         raise NotImplementedError
 
+    def eval_trials(self) -> int:
+        """Evaluated with as many trials per task as it trains with (MAML-RL's protocol): the
+        inner step adapts on all of a task's trials together. Its trials' 3 episodes give the
+        pre-update, one-step and two-step returns."""
+        return self.config.rollouts_per_task
+
     def policy(self, deterministic: bool = False) -> AdaptivePolicy:
         return AdaptivePolicy(self.net, self.inner, self.config.discount,
                               self.config.gae_lambda, deterministic)
@@ -362,7 +386,7 @@ class GradientMetaAgent:
         cfg = self.config
         data, metrics = collect(self.env, self.policy(), sampler, rng, cfg.meta_batch,
                                 cfg.rollouts_per_task, cfg.inner_steps, cfg.discount,
-                                cfg.gae_lambda)
+                                cfg.gae_lambda, self.device)
         return {**self.update(data), **metrics}
 
     def adapted(self, data: list[PolicyData]) -> Params:

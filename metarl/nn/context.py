@@ -85,7 +85,7 @@ class ContextEncoder(nn.Module):
             last = outputs[:, -1]
         else:
             lengths = mask.reshape(-1, c).sum(-1).clamp(min=1).long()
-            last = outputs[torch.arange(flat.shape[0]), lengths - 1]
+            last = outputs[torch.arange(flat.shape[0], device=flat.device), lengths - 1]
         mean, raw_var = self.out(last).split(self.latent_dim, dim=-1)
         variance = F.softplus(raw_var) if self.bottleneck else torch.zeros_like(mean)
         return mean.reshape(*lead, -1), variance.reshape(*lead, -1)
