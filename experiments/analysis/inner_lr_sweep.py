@@ -20,7 +20,7 @@ import torch
 from report_table import print_table
 from run_arguments import add_run_arguments, parse_run_arguments
 
-from metarl.evaluation import evaluate
+from metarl.evaluation import EvalRequest
 from metarl.runs import load
 from metarl.sampling import LocalSampler
 
@@ -33,7 +33,8 @@ def sweep(run_dir: Path, checkpoint: Path | None, lrs: list[float], tasks: int
     rows = []
     for lr in lrs:
         agent.inner = dataclasses.replace(trained, lr=lr)
-        result = evaluate(agent, run.env, LocalSampler(run.env), num_tasks=tasks, episodes=2)
+        result = agent.evaluate(run.env, LocalSampler(run.env),
+                                EvalRequest(num_tasks=tasks, episodes=2))
         pre, post = result["returns_per_episode"]
         rows.append({"iteration": run.iteration, "lr": lr, "pre": pre, "post": post})
     agent.inner = trained

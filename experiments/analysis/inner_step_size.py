@@ -5,7 +5,7 @@ with the initial policy, takes MAML-RL's inner VPG step (lr ``--inner-lr``) per 
 prints the mean KL(π_θ || π_θ') over the sampled states, the mean change of the action mean,
 and the surrogate gain ``E[π_θ'/π_θ · A]`` (standardised advantages). This is what made
 ProMP's (64, 64) tanh policy fail to start adapting on HalfCheetah with PyTorch's default
-init (RESULTS.md, "ProMP on HalfCheetah direction: the initialisation").
+init (experiments/RESULTS.md, MAML-TRPO and ProMP).
 
     python experiments/analysis/inner_step_size.py --env cheetah-dir
 """
