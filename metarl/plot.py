@@ -4,7 +4,8 @@
 
     runs   = [read_run(d) for d in run_dirs]            # progress.csv, config.yaml, eval.json
     groups = group_runs(runs)                            # same config up to the seed
-    left:  learning curve per group and y column (mean over seeds, min-max band) against x,
+    left:  learning curve per group and y column (mean over seeds, min-max band; a
+           group of one seed: its curve, no band) against x,
            from progress.csv, with optional horizontal reference lines (published figures)
     right: adaptation curve per group from eval.json's returns_per_episode (if any run has one)
 
@@ -61,7 +62,7 @@ class Group:
     def label(self) -> str:
         names = [run.name for run in self.runs]
         if len(names) == 1:
-            return names[0]
+            return f"{names[0]} (1 seed)"
         stripped = {re.sub(r"[-_]?seed\d+", "", name) for name in names}
         base = stripped.pop() if len(stripped) == 1 else f"{names[0]} +{len(names) - 1}"
         return f"{base} ({len(names)} seeds)"
@@ -180,19 +181,43 @@ def parse_reference(text: str) -> tuple[float, str]:
                         f"e.g. MAML-TRPO=-139") from None
 
 
+def spread_note(seeds: Sequence[int]) -> str:
+    """What a panel's lines and bands are, given the number of seeds of each line's group:
+    one seed per group has no band to show."""
+    if max(seeds, default=1) <= 1:
+        return "1 seed" if len(seeds) <= 1 else "1 seed each"
+    if min(seeds) >= 2:
+        return "mean over seeds, band: min-max"
+    return "mean over seeds, band: min-max where 2+ seeds"
+
+
 def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, x: str = "iteration",
               y: str | Sequence[str] = "trial_return", references: Sequence[str] = ()
               ) -> dict[str, Any]:
     """Draw learning curves of the ``y`` column(s) (and adaptation curves where
     ``eval.json`` exists) to ``out`` (.png, .pdf or .svg), written atomically, with a dashed
-    horizontal line per reference ``"[LABEL=]VALUE"``. Returns the groups and the
-    labels of the learning-curve panel's lines."""
-    from matplotlib.figure import Figure
-
+    horizontal line per reference ``"[LABEL=]VALUE"``. Returns the groups, the labels of
+    the learning-curve panel's lines and the panels' titles."""
     suffix = Path(out).suffix.lower()
     if suffix not in FORMATS:
         raise PlotError(f"--out {str(out)!r} has an unsupported extension; valid extensions: "
                         f"{', '.join(FORMATS)}")
+    fig, groups = build_figure(run_dirs, x=x, y=y, references=references)
+    axes = fig.axes
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format=suffix[1:], dpi=120)
+    return {"out": str(out), "groups": [{"label": g.label, "runs": [str(r.path) for r in g.runs]}
+                                        for g in groups], "panels": len(axes),
+            "lines": axes[0].get_legend_handles_labels()[1],
+            "titles": [ax.get_title() for ax in axes]}
+
+
+def build_figure(run_dirs: Sequence[str | Path], *, x: str = "iteration",
+                 y: str | Sequence[str] = "trial_return", references: Sequence[str] = ()):
+    """The figure of :func:`plot_runs` (a matplotlib ``Figure``, one or two axes) and the
+    groups of runs it draws."""
+    from matplotlib.figure import Figure
+
     columns = [y] if isinstance(y, str) else list(y)
     lines = [parse_reference(text) for text in references]
     groups = group_runs([read_run(d) for d in run_dirs])
@@ -213,18 +238,17 @@ def plot_runs(run_dirs: Sequence[str | Path], out: str | Path, *, x: str = "iter
         axes[0].axhline(value, color=f"C{(len(groups) + k) % 10}", linestyle="--",
                         linewidth=1, label=label)
     ylabel = columns[0] if len(columns) == 1 else "value"
-    _decorate(axes[0], x, ylabel, "learning curve (mean, min-max over seeds)", legend=True)
+    seeds = [len(g.runs) for g in groups]
+    _decorate(axes[0], x, ylabel, f"learning curve ({spread_note(seeds)})", legend=True)
     if x == "iteration":
         axes[0].xaxis.get_major_locator().set_params(integer=True)
     if panels == 2:
+        evaluated = [sum(r.adaptation is not None for r in g.runs) for g in groups]
+        note = spread_note([n for n in evaluated if n])
         _decorate(axes[1], "episode within trial", "return (mean over held-out tasks)",
-                  "adaptation curve (eval.json)")
+                  f"adaptation curve (eval.json, {note})")
         axes[1].xaxis.get_major_locator().set_params(integer=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=suffix[1:], dpi=120)
-    return {"out": str(out), "groups": [{"label": g.label, "runs": [str(r.path) for r in g.runs]}
-                                        for g in groups], "panels": panels,
-            "lines": axes[0].get_legend_handles_labels()[1]}
+    return fig, groups
 
 
 def _decorate(ax, xlabel: str, ylabel: str, title: str, legend: bool = False) -> None:

@@ -6,9 +6,11 @@
     tasks = env.split_tasks(split, n, seed)                 # the tasks `metarl eval` uses
     LocalSampler(env, render=True).sample(policy, tasks, episodes=K,
                                           on_reset=recorder.on_reset, on_step=recorder.on_step)
-    # the recorder grabs venv.envs[i].render() of every running environment, draws the
-    # task, episode index and running returns above each frame, tiles the tasks side by
-    # side and streams the composite frames to a GIF/MP4 written atomically.
+    # the recorder grabs venv.envs[i].render() of every running environment, writes a
+    # legend above each frame (the task's parameters, trial i/N, episode k/K, step t/T,
+    # the return so far in the episode and in the trial; see task_label, legend_lines),
+    # tiles the tasks side by side and streams the composite frames to a GIF/MP4
+    # written atomically.
 
 Frames come from each env's ``render()`` (``render_mode="rgb_array"``), so any env that
 supports it (numpy or MuJoCo) can be rendered. An environment whose episode already ended
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,11 @@ from metarl.types import Task, Transition
 
 FORMATS = {".gif": "gif", ".mp4": "mp4"}
 MIN_TILE_WIDTH = 240  # narrower frames are padded so that the captions fit
-HEADER_LINES = 3
+HEADER_LINES = 3  # task, where in the trial, returns (more when the task's text wraps)
+FONT_SIZE = 12  # on tiles up to FONT_SCALE_WIDTH wide; larger on wider ones (MuJoCo's 480)
 LINE_HEIGHT = 15
-HEADER_HEIGHT = HEADER_LINES * LINE_HEIGHT + 4  # caption band above each frame
-FONT_SIZE = 12
+FONT_SCALE_WIDTH = 360
+TEXT_X, TEXT_Y = 4, 2  # margins of the caption text in its band
 GAP = 4
 BACKGROUND = (255, 255, 255)
 GRID_COLOR = (150, 150, 150)
@@ -98,64 +102,197 @@ def pad_to_multiple(frame: np.ndarray, multiple: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ captions
 def task_label(task: Task, max_values: int = 6) -> str:
-    """Short text for a task: small parameters by value, large ones by shape."""
+    """``"task ID: DESCRIPTION"``: the task's parameters in a few words (e.g. ``"task 0:
+    goal (0.50, -0.25)"``); the known environments have their own wording, any other task
+    lists small parameters by value and large ones by shape."""
+    describe = TASK_DESCRIPTIONS.get(task.env)
+    if describe is not None:
+        try:
+            return f"task {task.id}: {describe(task.params)}"
+        except (KeyError, TypeError, ValueError, IndexError):
+            pass  # a hand-made task with other params: the generic wording
+    return f"task {task.id}: {_describe_params(task.params, max_values)}"
+
+
+def _describe_params(params: Mapping[str, Any], max_values: int = 6) -> str:
     values, shapes = [], []
-    for key, value in task.params.items():
+    for key, value in params.items():
+        name = key.replace("_", " ")
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
-            values.append(f"{key}={str(value)[:16]}")
+            values.append(f"{name} {str(value)[:16]}")
         elif array.size > max_values:
-            shapes.append(f"{key}[{'x'.join(map(str, array.shape))}]")
+            shapes.append(f"{name} [{'x'.join(map(str, array.shape))}]")
         else:
-            text = " ".join(_number(v) for v in array.ravel())
-            values.append(f"{key}={text}" if array.ndim == 0 else f"{key}=({text})")
-    return " ".join([f"task {task.id}", *values, *shapes])
+            values.append(f"{name} {_vector(array)}")
+    return ", ".join([*values, *shapes])
 
 
 def _number(value: Any) -> str:
     return str(int(value)) if float(value).is_integer() else f"{float(value):.2f}"
 
 
+def _vector(value: Any) -> str:
+    """A number as ``0.54``, a vector as ``(0.50, -0.25)``."""
+    array = np.asarray(value, dtype=float)
+    if array.ndim == 0:
+        return _number(array)
+    return f"({', '.join(_number(v) for v in array.ravel())})"
+
+
+def _cell(value: Any) -> str:
+    row, col = (int(v) for v in np.asarray(value).ravel())
+    return f"(row {row}, col {col})"
+
+
+def _bandit(params: Mapping[str, Any]) -> str:
+    means = np.asarray(params["means"], dtype=float)
+    if means.size <= 10:
+        return "means " + " ".join(f"{m:.2f}" for m in means)
+    return (f"{means.size} arms, means {means.min():.2f} to {means.max():.2f}, "
+            f"best arm {int(means.argmax())}")
+
+
+def _tabular_mdp(params: Mapping[str, Any]) -> str:
+    rewards = np.asarray(params["reward_means"], dtype=float)
+    states, actions = rewards.shape
+    return (f"{states} states x {actions} actions, reward means {rewards.min():.2f} to "
+            f"{rewards.max():.2f}")
+
+
+def _maze(params: Mapping[str, Any]) -> str:
+    text = f"goal {_cell(params['goal'])}"
+    if "sign" in params:
+        text += f", sign {_cell(params['sign'])}"
+    return text
+
+
+TASK_DESCRIPTIONS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "bandit": _bandit,
+    "tabular-mdp": _tabular_mdp,
+    "maze": _maze,
+    "maze-sign": _maze,
+    "point-nav": lambda p: f"goal {_vector(p['goal'])}",
+    "cheetah-vel": lambda p: f"target velocity {_vector(p['velocity'])}",
+    "cheetah-dir": lambda p: "run forward (+x)" if float(p["direction"]) > 0
+    else "run backward (-x)",
+    "cheetah-crippled": lambda p: f"joint {int(p['joint'])} disabled",
+    "ant-dir": lambda p: f"direction {_vector(p['direction'])}",
+    "ant-goal": lambda p: f"goal {_vector(p['goal'])}",
+    "ant-broken-leg": lambda p: f"leg {int(p['leg'])} disabled",
+}
+
+
+def legend_lines(*, trial: int, trials: int, episode: int, episodes: int, step: int,
+                 horizon: int, episode_return: float, trial_return: float) -> list[str]:
+    """The two changing lines of a frame's legend (below the task's description): the
+    trial, the episode within it (1-based) and the step; the return so far in that episode
+    and in the whole trial. The step is left out for one-step episodes (bandits)."""
+    where = [f"trial {trial}/{trials}", f"episode {episode}/{episodes}"]
+    if horizon > 1:
+        where.append(f"step {step}/{horizon}")
+    return [" · ".join(where),
+            f"return: episode {episode_return:.2f} · trial {trial_return:.2f}"]
+
+
+def text_right(text: str, font, x: float = 0.0) -> float:
+    """The right edge (pixels) of ``text`` drawn at ``x`` with ``font``."""
+    return x + font.getbbox(text)[2]
+
+
+def wrap(text: str, font, width: float) -> list[str]:
+    """``text`` broken into lines at most ``width`` pixels wide: after commas where that
+    is enough, else at spaces (a word wider than a line is broken inside)."""
+    lines: list[str] = []
+    line = ""
+    for chunk in re.split(r"(?<=,) (?![^(]*\))", text):  # not inside parentheses
+        candidate = f"{line} {chunk}" if line else chunk
+        if text_right(candidate, font) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        *full, line = _wrap_words(chunk, font, width)
+        lines.extend(full)
+    return [*lines, line]
+
+
+def _wrap_words(text: str, font, width: float) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if text_right(candidate, font) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = word
+        while text_right(line, font) > width and len(line) > 1:
+            cut = len(line) - 1
+            while cut > 1 and text_right(line[:cut], font) > width:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    return [*lines, line]
+
+
 def _fit(text: str, font, width: float) -> str:
     """``text`` cut (with an ellipsis) to fit ``width`` pixels."""
-    if font.getlength(text) <= width:
+    if text_right(text, font) <= width:
         return text
-    while text and font.getlength(text + "…") > width:
+    while text and text_right(text + "…", font) > width:
         text = text[:-1]
     return text + "…"
 
 
-def draw_caption(tile: np.ndarray, lines: Sequence[str], font) -> None:
-    """Write ``lines`` into the header band at the top of ``tile`` (in place)."""
+def draw_caption(tile: np.ndarray, lines: Sequence[str], font, header_height: int,
+                 line_height: int = LINE_HEIGHT) -> None:
+    """Write ``lines`` into the header band (``header_height`` pixels) at the top of
+    ``tile`` (in place); lines too wide for the tile are cut with an ellipsis (the recorder
+    wraps them first, so this only guards against e.g. returns with many digits)."""
     from PIL import Image, ImageDraw
 
-    image = Image.fromarray(tile[:HEADER_HEIGHT])
+    image = Image.fromarray(tile[:header_height])
     draw = ImageDraw.Draw(image)
     for i, line in enumerate(lines):
-        draw.text((3, 2 + i * LINE_HEIGHT), _fit(line, font, tile.shape[1] - 6), fill=TEXT_COLOR,
-                  font=font)
-    tile[:HEADER_HEIGHT] = np.asarray(image)
+        draw.text((TEXT_X, TEXT_Y + i * line_height),
+                  _fit(line, font, tile.shape[1] - 2 * TEXT_X), fill=TEXT_COLOR, font=font)
+    tile[:header_height] = np.asarray(image)
 
 
 # ------------------------------------------------------------------------------ layout
 @dataclass(frozen=True)
 class Layout:
-    """Tiles of ``frame_shape`` (plus a caption band) on a grid of ``rows x cols``."""
+    """Tiles of ``frame_shape`` below a caption band of ``header_lines`` text lines, on a
+    grid of ``rows x cols``."""
 
     frame_shape: tuple[int, int]  # (height, width) of an env frame
     rows: int
     cols: int
+    header_lines: int = HEADER_LINES
+    line_height: int = LINE_HEIGHT
 
     @classmethod
-    def for_frames(cls, frames: Sequence[np.ndarray]) -> Layout:
+    def for_frames(cls, frames: Sequence[np.ndarray], header_lines: int = HEADER_LINES,
+                   line_height: int = LINE_HEIGHT) -> Layout:
         height = max(f.shape[0] for f in frames)
         width = max(f.shape[1] for f in frames)
         cols = math.ceil(math.sqrt(len(frames)))
-        return cls((height, width), math.ceil(len(frames) / cols), cols)
+        return cls((height, width), math.ceil(len(frames) / cols), cols, header_lines,
+                   line_height)
+
+    @staticmethod
+    def tile_width(frames: Sequence[np.ndarray]) -> int:
+        return max(max(f.shape[1] for f in frames), MIN_TILE_WIDTH)
+
+    @property
+    def header_height(self) -> int:
+        return self.header_lines * self.line_height + 2 * TEXT_Y
 
     @property
     def tile_shape(self) -> tuple[int, int]:
-        return (HEADER_HEIGHT + self.frame_shape[0],
+        return (self.header_height + self.frame_shape[0],
                 max(self.frame_shape[1], MIN_TILE_WIDTH))
 
     @property
@@ -202,9 +339,11 @@ def as_rgb(frame: Any, env_name: str) -> np.ndarray:
 class TrialRecorder:
     """Sampler callbacks that turn every lockstep step into one captioned composite frame.
 
-    Environment ``i`` runs ``tasks[i]`` (one trial per task). Environments whose episode
-    ended keep their last frame. Reset frames are skipped for one-step episodes (bandits),
-    where they would only repeat the state between pulls.
+    Environment ``i`` runs ``tasks[i]`` (trial ``i + 1``, one trial per task). Each tile's
+    legend: the task's description (wrapped to the tile's width), then
+    :func:`legend_lines`. Environments whose episode ended keep their last frame and
+    legend. Reset frames are skipped for one-step episodes (bandits), where they would
+    only repeat the state between pulls.
     """
 
     def __init__(self, tasks: Sequence[Task], episodes: int, horizon: int, sink: FrameSink,
@@ -213,8 +352,9 @@ class TrialRecorder:
 
         self.tasks, self.episodes, self.horizon = tuple(tasks), episodes, horizon
         self.sink, self.progress = sink, progress
-        self.font = ImageFont.load_default(size=FONT_SIZE)
+        self.font = ImageFont.load_default(size=FONT_SIZE)  # scaled at the first reset
         self.labels = [task_label(t) for t in self.tasks]
+        self.label_lines: list[list[str]] = [[label] for label in self.labels]
         self.layout: Layout | None = None
         self.frames: list[np.ndarray] = []
         n = len(self.tasks)
@@ -223,12 +363,21 @@ class TrialRecorder:
         self.count = 0  # composite frames written
 
     def on_reset(self, episode: int, venv: VectorMetaEnv) -> None:
+        from PIL import ImageFont
+
         self.episode = episode
         self.steps[:] = 0
         self.episode_return[:] = 0.0
         self.frames = [self._grab(venv, i) for i in range(len(self.tasks))]
         if self.layout is None:
-            self.layout = Layout.for_frames(self.frames)
+            tile_width = Layout.tile_width(self.frames)
+            scale = max(1.0, tile_width / FONT_SCALE_WIDTH)
+            self.font = ImageFont.load_default(size=round(FONT_SIZE * scale))
+            width = tile_width - 2 * TEXT_X
+            self.label_lines = [wrap(label, self.font, width) for label in self.labels]
+            task_lines = max(len(lines) for lines in self.label_lines)
+            self.layout = Layout.for_frames(self.frames, task_lines + 2,
+                                            round(LINE_HEIGHT * scale))
         if self.horizon > 1:
             self._emit()
 
@@ -252,18 +401,25 @@ class TrialRecorder:
         return as_rgb(envs[i].render(), self.tasks[i].env)
 
     def captions(self, i: int) -> list[str]:
-        """The caption of environment ``i``: task; episode and step; running returns of the
-        episode and of the whole trial so far."""
-        return [self.labels[i],
-                f"episode {self.episode + 1}/{self.episodes}   step {self.steps[i]}",
-                f"return {self.episode_return[i]:.2f}   trial {self.trial_return[i]:.2f}"]
+        """The legend of environment ``i``, one string per drawn line: the task (wrapped
+        to the tile), blank lines up to the longest task description of the animation,
+        then :func:`legend_lines`."""
+        assert self.layout is not None
+        task = self.label_lines[i]
+        padding = [""] * (self.layout.header_lines - 2 - len(task))
+        return [*task, *padding, *legend_lines(
+            trial=i + 1, trials=len(self.tasks), episode=self.episode + 1,
+            episodes=self.episodes, step=int(self.steps[i]), horizon=self.horizon,
+            episode_return=float(self.episode_return[i]),
+            trial_return=float(self.trial_return[i]))]
 
     def _emit(self) -> None:
         assert self.layout is not None
         tiles = []
         for i, frame in enumerate(self.frames):
             tile = self.layout.tile(frame)
-            draw_caption(tile, self.captions(i), self.font)
+            draw_caption(tile, self.captions(i), self.font, self.layout.header_height,
+                         self.layout.line_height)
             tiles.append(tile)
         self.sink(self.layout.compose(tiles))
         self.count += 1
@@ -304,7 +460,7 @@ def render_run(run_dir: str | Path, out: str | Path, *, tasks: int = 2,
     env's single and vector versions draw the same noise. ``episodes`` defaults to the
     agent's trial length, ``fps`` to the env's ``render_fps``."""
     from metarl import runs
-    from metarl.evaluation import EVAL_SEED_OFFSET, default_episodes
+    from metarl.evaluation import EVAL_SEED_OFFSET
 
     fmt = output_format(out)
     if tasks < 1:
@@ -314,8 +470,11 @@ def render_run(run_dir: str | Path, out: str | Path, *, tasks: int = 2,
     if fps is not None and fps <= 0:
         raise RenderError(f"--fps must be > 0, got {fps}")
     loaded = runs.load(run_dir)
+    if not loaded.agent.uses_sampler:
+        raise RenderError(f"{loaded.config.agent!r} is a few-shot learner: it has no episodes "
+                          "to render (use metarl eval)")
     env = loaded.env
-    episodes = episodes or default_episodes(loaded.agent)
+    episodes = episodes or loaded.agent.eval_episodes
     fps = fps or float(env.metadata.get("render_fps") or 10)
     task_list = env.split_tasks(split, tasks, seed=seed)
     with atomic_path(out) as tmp, frame_writer(tmp, fmt, fps) as sink:
