@@ -207,6 +207,11 @@ def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: An
             agent[name] = coerce(key, value, agent_types[name])
         elif key in trainer_types:
             trainer[key] = coerce(key, value, trainer_types[key])
+        elif key in (retired := getattr(agent_config_cls, "RETIRED_OPTIONS", {})):
+            if value != retired[key]:  # an older run's config: fine where it was a no-op
+                raise ConfigError(f"option {key}={value!r} was removed from agent "
+                                  f"{values['agent']!r}; only {key}={retired[key]!r} (its "
+                                  f"old default) is still accepted, and ignored")
         else:
             valid = sorted(trainer_types) + sorted(agent_types) + [f"env.{p}" for p in env_params]
             raise ConfigError(f"unknown config key {key!r} for agent {values['agent']!r}; "

@@ -391,3 +391,24 @@ def test_published_checkpoints_evaluate_to_their_recorded_returns(name, capsys):
     assert result["iteration"] == loaded.iteration
     assert result["trial_return"] == pytest.approx(trial_return, rel=1e-4)
     assert result["returns_per_episode"] == pytest.approx(per_episode, rel=1e-4)
+
+
+def test_an_older_run_with_retired_options_at_their_defaults_still_loads(tmp_path, capsys):
+    """Run directories written before the RL² options were retired list them at their
+    defaults: they load; a retired option that changed behaviour is refused in one line."""
+    import shutil
+
+    import metarl
+    from metarl.cli import main
+
+    run = tmp_path / "old"
+    shutil.copytree(CHECKPOINTS / "rl2-mdp-n10", run)
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config + "previous_observation: false\ncell: gru\n"
+                                     "shared_core: false\nreward_prediction_coef: 0.0\n")
+    assert metarl.load(run).iteration == 6825
+    (run / "config.yaml").write_text(config + "cell: lstm\n")
+    assert main(["eval", str(run), "--num-tasks", "2"]) == 2
+    assert capsys.readouterr().err == ("metarl: error: option cell='lstm' was removed from agent "
+                                       "'rl2'; only cell='gru' (its old default) is still "
+                                       "accepted, and ignored\n")

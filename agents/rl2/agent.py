@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +33,13 @@ from metarl.types import Rollouts, Task, Transition, TrialSequences
 @dataclass
 class RL2Config:
     """RL² hyperparameters (paper: GRU 256 units, γ=0.99, λ=0.3; PPO in place of TRPO)."""
+
+    #: options of earlier versions, accepted (and ignored) in stored configs at the value
+    #: that made them no-ops, so older run directories still load
+    RETIRED_OPTIONS: ClassVar[dict[str, Any]] = {
+        "previous_observation": False, "head_hidden": 0, "cell": "gru",
+        "candidate_activation": "tanh", "input_hidden": 0, "shared_core": False,
+        "value_coef": 0.5, "reward_prediction_coef": 0.0}
 
     episodes_per_trial: int = 10
     tasks_per_iteration: int = 250
