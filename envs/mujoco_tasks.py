@@ -42,7 +42,7 @@ import logging
 import os
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import mujoco
 import numpy as np
@@ -50,13 +50,19 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
+from metarl.envs.mujoco_rewards import (
+    Params,
+    StepState,
+    actuator_controls,
+    contact_cost,
+    ctrl_cost,
+    healthy_reward,
+)
 from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.types import Task
 
 #: ``vector()`` backends: natively batched, or a loop over gymnasium single envs (reference)
 BACKENDS = ("batched", "gym")
-#: a task's parameters as arrays (``[B, ...]`` when stacked over environments)
-Params = dict[str, np.ndarray]
 
 #: a camera that follows the torso, so long runs stay in the picture
 TRACKING_CAMERA = {"distance": 4.0, "type": mujoco.mjtCamera.mjCAMERA_TRACKING, "trackbodyid": 1}
@@ -75,48 +81,6 @@ def _default_gl_backend() -> None:
     backend PyOpenGL is set to, else OSMesa (Debian's ``libosmesa6``)."""
     if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
         os.environ["MUJOCO_GL"] = os.environ.get("PYOPENGL_PLATFORM", "osmesa")
-
-
-# ------------------------------------------------------- reward math (single and batched)
-class StepState(NamedTuple):
-    """What the rewards are computed from after a step; every array has the environments'
-    leading dimensions (none for a single env)."""
-
-    qpos: np.ndarray  # [..., nq]
-    qvel: np.ndarray  # [..., nv]
-    x_velocity: np.ndarray  # [...]
-    xy_velocity: np.ndarray | None = None  # [..., 2], ant: of the main body
-    cfrc_ext: np.ndarray | None = None  # [..., nbody, 6], ant
-
-
-def ctrl_cost(action: np.ndarray, low: np.ndarray, high: np.ndarray,
-              weight: float) -> np.ndarray:
-    """``c ||a||^2`` of the commanded action clipped to ``[low, high]`` (in float64)."""
-    a = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), low), high)
-    return weight * np.square(a).sum(-1)
-
-
-def contact_cost(cfrc_ext: np.ndarray, force_range: Sequence[float],
-                 weight: float) -> np.ndarray:
-    """Gymnasium's ant contact cost: ``c`` times the squared clipped external forces."""
-    return weight * np.square(np.clip(cfrc_ext, *force_range)).sum((-2, -1))
-
-
-def healthy_reward(qpos: np.ndarray, qvel: np.ndarray, z_range: Sequence[float],
-                   reward: float) -> np.ndarray:
-    """Gymnasium's ant healthy bonus: ``reward`` if the state is finite and the torso height
-    ``qpos[2]`` lies in ``z_range``."""
-    z = qpos[..., 2]
-    healthy = (np.isfinite(qpos).all(-1) & np.isfinite(qvel).all(-1)
-               & (z_range[0] <= z) & (z <= z_range[1]))
-    return reward * healthy
-
-
-def actuator_controls(params: Params, action: np.ndarray) -> np.ndarray:
-    """The controls sent to the actuators: the action, with a task's disabled actuators
-    (``params["action_mask"]``, if any) zeroed."""
-    mask = params.get("action_mask")
-    return action if mask is None else np.asarray(action) * mask
 
 
 class MujocoTaskEnv(MetaEnv):

@@ -26,16 +26,17 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
-from metarl.envs.mujoco_tasks import MujocoTaskEnv, Params, StepState, actuator_controls
-from metarl.envs_api import VectorMetaEnv
+from metarl.envs.mujoco_rewards import Params, StepState, actuator_controls
+from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
 
 
 class VectorMujocoTaskEnv(VectorMetaEnv):
-    """``num_envs`` copies of the MuJoCo task distribution ``env``, stepped in one call."""
+    """``num_envs`` copies of the MuJoCo task distribution ``env`` (a
+    :class:`~metarl.envs.mujoco_tasks.MujocoTaskEnv`), stepped in one call."""
 
-    def __init__(self, env: MujocoTaskEnv, num_envs: int, nthread: int = 1):
+    def __init__(self, env: MetaEnv, num_envs: int, nthread: int = 1):
         if num_envs < 1 or nthread < 1:
             raise ValueError(f"num_envs and nthread must be >= 1, got {num_envs}, {nthread}")
         self.env = proto = env._clone()  # configuration, spaces, model and reward functions
