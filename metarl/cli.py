@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from metarl.allocator import keep_freed_memory
 from metarl.stopping import TrainingStopped
 
 
@@ -334,7 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    keep_freed_memory()
     errors = _usage_errors()
     try:
         return args.func(args)

@@ -410,3 +410,4 @@ def test_benchmark_smoke():
     assert set(result["envs"]) == set(NUMPY_ENVS)
     for figures in result["envs"].values():
         assert figures["vector_steps_per_s"] > 0 and figures["loop_steps_per_s"] > 0
+        assert figures["speedup"] > 0 and figures["speedup_cpu"] > 0

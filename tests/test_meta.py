@@ -175,6 +175,7 @@ def test_zero_inner_steps_is_the_identity_and_negative_steps_are_rejected():
         InnerLoop(supervised_loss(model, _mse), steps=-1)
 
 
+@pytest.mark.bench
 def test_inner_loop_benchmark_reports_equal_meta_gradients(capsys):
     from metarl.cli import main
 

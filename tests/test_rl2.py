@@ -153,6 +153,7 @@ def test_chrono_init_spreads_memory_timescales_over_the_trial():
     assert torch.exp(-agent.policy_net.core.input_gate_norm.bias).max() <= 40.0  # 4 x 10 steps
 
 
+@pytest.mark.bench
 def test_rl2_update_benchmark_reports_both_cores(capsys):
     import json
 
@@ -225,6 +226,7 @@ def test_second_thread_is_bit_equal_at_the_mdp_preset_size():
         assert torch.equal(a, b)
 
 
+@pytest.mark.bench
 def test_rl2_update_benchmark_times_only_the_named_cores(capsys):
     import json
 
