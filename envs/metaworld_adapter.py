@@ -51,6 +51,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from metarl.envs._render import gl_free_import, select_gl_backend
 from metarl.envs_api import MetaEnv, split_rng
 from metarl.types import Task
 
@@ -64,7 +65,8 @@ class MetaWorldNotInstalled(ImportError, ValueError):
 
 def _import_metaworld(env: str):
     try:
-        import metaworld
+        with gl_free_import():  # building an env never loads OpenGL (envs/_render.py)
+            import metaworld
     except ModuleNotFoundError as exc:
         if exc.name == "metaworld":
             raise MetaWorldNotInstalled(
@@ -138,10 +140,8 @@ class MetaWorldEnv(MetaEnv):
         self._current: tuple[str, np.ndarray] | None = None  # the task set, as (class, vec)
         self._apply = False  # whether the next reset must apply it
         self._elapsed = 0
-        if render_mode is not None:
-            from metarl.envs.mujoco_tasks import _default_gl_backend
-
-            _default_gl_backend()
+        if render_mode not in (None, "human"):  # offscreen: the user's MUJOCO_GL (checked),
+            select_gl_backend()                  # else EGL or OSMesa (envs/_render.py)
         first = self._env_for(self._bench.train[0][0])
         self.observation_space = first.observation_space
         self.action_space = first.action_space

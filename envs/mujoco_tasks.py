@@ -39,17 +39,14 @@ leading dimensions index environments (none for a single env).
 from __future__ import annotations
 
 import logging
-import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import mujoco
 import numpy as np
-from gymnasium.envs.mujoco.ant_v5 import AntEnv
-from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import EzPickle
 
+from metarl.envs._render import gl_free_import, select_gl_backend
 from metarl.envs.mujoco_rewards import (
     Params,
     StepState,
@@ -60,6 +57,11 @@ from metarl.envs.mujoco_rewards import (
 )
 from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.types import Task
+
+with gl_free_import():  # training never loads OpenGL, whatever MUJOCO_GL names
+    import mujoco
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+    from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 #: ``vector()`` backends: natively batched, or a loop over gymnasium single envs (reference)
 BACKENDS = ("batched", "gym")
@@ -76,11 +78,13 @@ def _log_mujoco_warning(message: str) -> None:
         logging.getLogger(__name__).warning("MuJoCo: %s", message)
 
 
-def _default_gl_backend() -> None:
-    """Offscreen rendering needs ``MUJOCO_GL``; without one and without a display, use the
-    backend PyOpenGL is set to, else OSMesa (Debian's ``libosmesa6``)."""
-    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = os.environ.get("PYOPENGL_PLATFORM", "osmesa")
+def _default_gl_backend(render_mode: str) -> None:
+    """Offscreen rendering needs an OpenGL backend in ``MUJOCO_GL``: the user's (checked),
+    else EGL or OSMesa, whichever works (:func:`metarl.envs._render.select_gl_backend`);
+    raises ``GLBackendError`` (one line: what to install) when none does. ``"human"``
+    opens a GLFW window on the display instead."""
+    if render_mode != "human":
+        select_gl_backend()
 
 
 class MujocoTaskEnv(MetaEnv):
@@ -113,7 +117,7 @@ class MujocoTaskEnv(MetaEnv):
         self._init_kwargs = {"horizon": horizon, **options, **vector_kwargs, **gym_kwargs}
         self.max_episode_steps, self._elapsed = horizon, 0
         if render_mode is not None:
-            _default_gl_backend()
+            _default_gl_backend(render_mode)
         super().__init__(render_mode=render_mode, **{"default_camera_config": TRACKING_CAMERA,
                                                      **self._gym_defaults, **gym_kwargs,
                                                      **self._gym_fixed})

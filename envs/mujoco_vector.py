@@ -22,14 +22,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import mujoco
 import numpy as np
-from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
+from metarl.envs._render import gl_free_import
 from metarl.envs.mujoco_rewards import Params, StepState, actuator_controls
 from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
+
+with gl_free_import():  # importing MuJoCo must not load OpenGL (see envs/_render.py)
+    import mujoco
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
 
 class VectorMujocoTaskEnv(VectorMetaEnv):

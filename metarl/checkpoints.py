@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import tempfile
@@ -12,6 +13,9 @@ from typing import Any
 
 import torch
 
+#: the errors of a full disk (or quota): the Trainer reports them as one line
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated or not a metarl checkpoint."""
@@ -20,21 +24,38 @@ class CheckpointError(ValueError):
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path next to ``path`` that replaces ``path`` only if the block succeeds
-    (readers see the old file or the complete new one, never a part)."""
+    (readers see the old file or the complete new one, never a part). A full disk raises
+    ``OSError`` (``ENOSPC``) naming ``path``, not the temporary file, and leaves ``path``
+    as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    with full_disk_names(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
     try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with full_disk_names(path):
+            yield Path(tmp)
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def full_disk_names(path: str | Path) -> Iterator[None]:
+    """A full disk's ``OSError`` in the block names ``path`` (an error of a write to an open
+    file names none)."""
+    path = Path(path)
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in NO_SPACE and exc.filename != str(path):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -10,13 +10,14 @@ touched.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from metarl.stopping import TrainingStopped
+from metarl.stopping import DiskFull, SamplerError, TrainingDiverged, TrainingStopped
 
 
 class UsageError(ValueError):
@@ -28,8 +29,10 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from metarl.checkpoints import CheckpointError
     from metarl.config import ConfigError
     from metarl.envs import UnknownEnvError
+    from metarl.run_lock import RunDirError
 
-    return UsageError, ConfigError, UnknownAgentError, UnknownEnvError, CheckpointError
+    return (UsageError, ConfigError, UnknownAgentError, UnknownEnvError, CheckpointError,
+            RunDirError)
 
 
 # --------------------------------------------------------------------------- list
@@ -74,7 +77,11 @@ def _resolve_config_file(value: str) -> Path:
                      f"{', '.join(preset_names())}")
 
 
-def gather_config_values(args: argparse.Namespace) -> dict[str, Any]:
+def gather_config_values(args: argparse.Namespace, resume: bool = False) -> dict[str, Any]:
+    """The flat config values typed on the command line: ``--config``'s, the positional
+    agent and env, ``--set`` and the flags, later ones winning. A new run needs the agent
+    and the env; a resume (``resume=True``) takes the rest from the stored run, against
+    which :func:`metarl.runs.resume_values` compares these."""
     from metarl.config import load_yaml, parse_overrides
 
     values: dict[str, Any] = {}
@@ -88,13 +95,16 @@ def gather_config_values(args: argparse.Namespace) -> dict[str, Any]:
                                  f"{args.config}")
             values[key] = given
     for key in ("agent", "env"):
-        if key not in values:
+        if key not in values and not resume:
             raise UsageError(f"no {key} given (positional or in --config)")
     values.update(parse_overrides(args.set or []))
     for flag in ("seed", "iterations", "device"):
         if getattr(args, flag, None) is not None:
             values[flag] = getattr(args, flag)
     return values
+
+
+SAMPLERS = ("local", "ray")
 
 
 def make_sampler(env, kind: str, workers: int, ray_address: str | None):
@@ -109,32 +119,74 @@ def make_sampler(env, kind: str, workers: int, ray_address: str | None):
     raise UsageError(f"unknown sampler {kind!r}; valid samplers: local, ray")
 
 
+def check_train_arguments(args: argparse.Namespace) -> None:
+    """The sampler options, before anything else (the config keys' own ranges are checked
+    by :func:`metarl.config.build_config`)."""
+    if args.sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {args.sampler!r}; valid samplers: "
+                         f"{', '.join(SAMPLERS)}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+
+
+def check_output(value: str, flag: str = "--out") -> Path:
+    """``value`` as a path a command can write once its work is done: not a directory, and
+    its nearest existing ancestor a writable directory (missing directories are created when
+    the file is written). Checked up front, so bad output fails before the work, in one line
+    naming the path."""
+    path = Path(value)
+    if path.is_dir():
+        raise UsageError(f"cannot write {flag} {value!r}: it is a directory")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"cannot write {flag} {value!r}: {str(ancestor)!r} is not a "
+                         f"directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (path.exists()
+                                                      and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {flag} {value!r}: permission denied")
+    return path
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    from metarl.config import SEEDS
+
+    if seed not in SEEDS:
+        raise UsageError(f"{flag} must be {SEEDS}, got {seed}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl import agents, runs
+    from metarl.run_lock import run_lock
+    from metarl.training import latest_checkpoint
 
+    check_train_arguments(args)
     run_dir = Path(args.run_dir) if args.run_dir else None
     if args.resume:
         if run_dir is None:
             raise UsageError("--resume needs --run-dir DIR of the run to continue")
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"cannot resume: {str(run_dir)!r} has no config.yaml")
-    values = gather_config_values(args) if not args.resume else runs.resume_values(run_dir, args)
+    values = (runs.resume_values(run_dir, gather_config_values(args, resume=True))
+              if args.resume else gather_config_values(args))
     config, env = runs.build_run_config(values)
+    runs.check_memory(runs.memory_needs(config, env))  # sizes that cannot fit, before any file
     if run_dir is None:
         run_dir = runs.default_run_dir(config)
-    if not args.resume and (run_dir / "checkpoints").is_dir() and any(
-            (run_dir / "checkpoints").iterdir()):
+    if not args.resume and latest_checkpoint(run_dir) is not None:  # checked again locked
         raise UsageError(f"run dir {str(run_dir)!r} already holds checkpoints; "
                          f"use --resume to continue it or choose another --run-dir")
     agent_cls, _ = agents.get(config.agent).load()
     sampler = make_sampler(env, args.sampler, args.workers, args.ray_address) \
         if agent_cls.uses_sampler else None
     trainer = runs.make_trainer(run_dir, config, env, sampler)
-    if args.resume:
-        start = trainer.resume()
-        print(f"resuming {run_dir} at iteration {start}", file=sys.stderr)
-    summary = trainer.train()
-    result = runs.final_evaluation(trainer)
+    with run_lock(run_dir):  # before anything is written there, until the process ends
+        if args.resume:
+            start = trainer.resume()
+            print(f"resuming {run_dir} at iteration {start}", file=sys.stderr)
+        summary = trainer.train()
+        result = runs.final_evaluation(trainer)
     print(json.dumps({"run_dir": str(run_dir), **summary, **result}))
     return 0
 
@@ -150,19 +202,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--num-tasks must be >= 1, got {args.num_tasks}")
     if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    check_seed(args.seed)
+    out = check_output(args.out) if args.out else None
     overrides = parse_overrides(args.set or [])
     if bad := [key for key in overrides if not key.startswith("env.")]:
         raise UsageError(f"eval --set takes env keys only (e.g. env.data_dir=DIR), got {bad[0]!r}")
     loaded = runs.load(args.run_dir, overrides=overrides)
     sampler = LocalSampler(loaded.env) if loaded.agent.uses_sampler else None
+    if sampler is not None:
+        runs.check_memory([runs.rollout_need(
+            "the evaluation's rollouts", loaded.env, None,
+            ("tasks", "--num-tasks", args.num_tasks or loaded.agent.default_eval_tasks),
+            ("trials", None, loaded.agent.eval_trials()),
+            ("episodes", "--episodes", args.episodes or loaded.agent.eval_episodes))])
     request = EvalRequest(split=args.split, num_tasks=args.num_tasks, seed=args.seed,
                           episodes=args.episodes, deterministic=args.deterministic)
+    from metarl.progress import Progress, reports_steps, sampler_with_progress
+
     try:
-        result = loaded.agent.evaluate(loaded.env, sampler, request)
+        with Progress(desc="eval", unit="steps", enabled=None if reports_steps(sampler)
+                      else False) as bar:
+            result = loaded.agent.evaluate(loaded.env, sampler_with_progress(sampler, bar),
+                                           request)
     except ValueError as exc:  # a request the agent cannot answer (e.g. --episodes)
         raise UsageError(f"agent {loaded.config.agent!r}: {exc}") from None
     result = {"agent": loaded.config.agent, "env": loaded.config.env,
               "iteration": loaded.iteration, **result}
+    if out is not None:
+        from metarl.checkpoints import atomic_write_text
+
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -179,6 +249,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from metarl.render import RenderError, render_run
 
+    check_output(args.out)
+    check_seed(args.seed)
     try:
         result = render_run(args.run_dir, args.out, tasks=args.tasks, episodes=args.episodes,
                             split=args.split, seed=args.seed, fps=args.fps)
@@ -194,6 +266,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from metarl.plot import PlotError, plot_runs
 
+    check_output(args.out)
     try:
         result = plot_runs(args.run_dirs, args.out, x=args.x, y=args.y,
                            references=args.ref)
@@ -293,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", metavar="env.KEY=VALUE", action="extend",
                    help="override the run's env keys, e.g. --set env.data_dir=DIR")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--out", metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("render", help="animate trials of a trained run on held-out tasks")
     p.add_argument("run_dir")
@@ -343,6 +417,22 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as exc:
         print(f"metarl: {exc}", file=sys.stderr)
         return 128 + exc.signum
+    except TrainingDiverged as exc:  # a non-finite loss, gradient or parameter
+        print(f"metarl: {exc}", file=sys.stderr)
+        return 3
+    except SamplerError as exc:  # the iteration in flight is lost, the checkpoints are not
+        print(f"metarl: error: {exc}; the last checkpoint is intact: continue with --resume",
+              file=sys.stderr)
+        return 4
+    except DiskFull as exc:  # the checkpoints are intact
+        print(f"metarl: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk outside the training loop (e.g. eval.json)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {os.fspath(exc.filename)!r}" if exc.filename else ""
+        print(f"metarl: error: {os.strerror(exc.errno).lower()}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("metarl: interrupted; resume with --resume", file=sys.stderr)
         return 130

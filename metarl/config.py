@@ -8,14 +8,27 @@ command line (``--set key=value``) and in a run directory's ``config.yaml``:
 - agent keys (the agent's config dataclass), e.g. ``lr=3e-4`` (or ``agent.lr=3e-4``);
 - env keys, prefixed ``env.``, e.g. ``env.arms=10`` (the env constructor's arguments).
 
-Every key and value is validated: an unknown key or a wrongly typed value raises
-:class:`ConfigError` naming it and what would be valid.
+Every key and value is validated: an unknown key, a wrongly typed value or a value outside
+the key's declared range raises :class:`ConfigError` naming it and what would be valid.
+
+A setting's allowed values are declared next to its definition with :func:`setting`::
+
+    discount: float = setting(0.99, UNIT_INTERVAL)             # in [0, 1]
+    lr: float = setting(1e-3, POSITIVE)                         # > 0
+    activation: str = setting("relu", choices=("relu", "tanh"))
+    iterations: int = setting(100, NON_NEGATIVE, resumable=True)  # may change on --resume
+
+:func:`check_settings` checks every field of a config against these declarations (a subclass
+that only changes a default keeps its base's declaration); ``build_config`` runs it before
+anything is created, and the configs' ``validate()`` methods run it too (they add the checks
+that involve several fields).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,18 +50,125 @@ class ConfigError(ValueError):
     """Invalid configuration (unknown key, wrong type, bad value)."""
 
 
+# ------------------------------------------------------------------ declared ranges
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric setting: ``low`` and ``high`` bounds (``None``:
+    unbounded), inclusive unless ``low_open`` / ``high_open``. NaN and infinities are never
+    in a range."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (
+            value > self.high or (self.high_open and value == self.high))
+
+    def __str__(self) -> str:  # as in "must be <str>": ">= 1", "> 0", "in [0, 1]"
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_bound(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_bound(self.high)}"
+        return (f"in {'(' if self.low_open else '['}{_bound(self.low)}, {_bound(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def _bound(x: float | None) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def at_least(low: float) -> Range:
+    return Range(low)
+
+
+def between(low: float, high: float, *, low_open: bool = False,
+            high_open: bool = False) -> Range:
+    return Range(low, high, low_open, high_open)
+
+
+NON_NEGATIVE = at_least(0)  # >= 0
+AT_LEAST_1 = at_least(1)  # counts and sizes
+POSITIVE = Range(0, low_open=True)  # > 0: learning rates, scales
+UNIT_INTERVAL = between(0, 1)  # discounts, GAE lambdas
+OPEN_UNIT_INTERVAL = between(0, 1, low_open=True, high_open=True)
+SEEDS = between(0, 2**63 - 1)  # numpy, torch and the counter-based streams all take these
+
+
+def setting(default: Any, allowed: Range | None = None, *, choices: tuple[str, ...] = (),
+            resumable: bool = False) -> Any:
+    """A config dataclass field with its allowed values: a numeric ``allowed`` :class:`Range`
+    or string ``choices``; ``resumable`` settings may change when a run is resumed
+    (``metarl train --resume --set KEY=VALUE``), every other one must equal the stored run's."""
+    return field(default=default, metadata={"range": allowed, "choices": tuple(choices),
+                                            "resumable": resumable})
+
+
+def setting_rules(cls: type) -> dict[str, dict[str, Any]]:
+    """Each field's declaration (``range``, ``choices``, ``resumable``; ``{}`` when
+    undeclared). A subclass that redefines a field only to change its default keeps the
+    declaration of the nearest base that made one."""
+    rules = {}
+    for f in dataclasses.fields(cls):
+        rules[f.name] = {}
+        for klass in cls.__mro__:
+            declared = getattr(klass, "__dataclass_fields__", {}).get(f.name)
+            if declared is not None and declared.metadata:
+                rules[f.name] = dict(declared.metadata)
+                break
+    return rules
+
+
+def check_settings(config: Any) -> None:
+    """Every field of the dataclass ``config`` against its declared range or choices; the
+    first bad one is a :class:`ConfigError` naming the key, the value and what is allowed."""
+    for name, rule in setting_rules(type(config)).items():
+        value = getattr(config, name)
+        if value is None or isinstance(value, bool):
+            continue
+        allowed, choices = rule.get("range"), rule.get("choices")
+        if allowed is not None and isinstance(value, (int, float)) and value not in allowed:
+            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        if choices and value not in choices:
+            raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(choices)}")
+
+
 @dataclass
 class TrainerConfig:
-    """The outer loop, independent of the agent."""
+    """The outer loop, independent of the agent. ``resumable`` keys may change when a run
+    is resumed: how long it runs, how often it evaluates and saves, and where it computes
+    (which the run's ``segments.jsonl`` records per stretch); what it computes may not."""
 
-    iterations: int = 100
-    seed: int = 0
-    checkpoint_every: int = 10
-    keep_checkpoints: int = 3  # newest checkpoints kept on disk; 0 keeps all
-    eval_every: int = 0  # 0: evaluate only at the end
-    eval_tasks: int = 100
-    device: str = "cpu"
-    threads: int = 0  # torch intra-op and numpy BLAS threads; 0 = their defaults
+    iterations: int = setting(100, NON_NEGATIVE, resumable=True)
+    seed: int = setting(0, SEEDS)
+    checkpoint_every: int = setting(10, AT_LEAST_1, resumable=True)
+    # newest checkpoints kept on disk; 0 keeps all
+    keep_checkpoints: int = setting(3, NON_NEGATIVE, resumable=True)
+    eval_every: int = setting(0, NON_NEGATIVE, resumable=True)  # 0: evaluate only at the end
+    eval_tasks: int = setting(100, AT_LEAST_1)
+    device: str = setting("cpu", resumable=True)  # cpu, cuda or cuda:N (checked in build_config)
+    # torch intra-op and numpy BLAS threads; 0 = the libraries' defaults (one per core). 1:
+    # a little slower than 0 on an idle machine for the small policies, several times
+    # faster when other jobs hold the cores (docs/training.md, "Threads and devices")
+    threads: int = setting(1, NON_NEGATIVE, resumable=True)
+
+
+#: env keys that may change on resume besides the resumable fields: where data lives, not
+#: what it is (as ``metarl eval --set env.data_dir=DIR``)
+RESUMABLE_ENV_KEYS = frozenset({"env.data_dir"})
+
+
+def resumable_keys(agent_config_cls: type) -> list[str]:
+    """The keys a resume may change: resumable trainer and agent fields, and
+    :data:`RESUMABLE_ENV_KEYS`."""
+    return [name for cls in (TrainerConfig, agent_config_cls)
+            for name, rule in setting_rules(cls).items() if rule.get("resumable")] + sorted(
+        RESUMABLE_ENV_KEYS)
 
 
 @dataclass
@@ -216,17 +336,17 @@ def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: An
             valid = sorted(trainer_types) + sorted(agent_types) + [f"env.{p}" for p in env_params]
             raise ConfigError(f"unknown config key {key!r} for agent {values['agent']!r}; "
                               f"valid keys: {', '.join(valid)}")
+    trainer_config = TrainerConfig(**trainer)
+    check_settings(trainer_config)
     agent = {**(agent_defaults or {}), **agent}
     try:
         agent_config = agent_config_cls(**agent)
+        check_settings(agent_config)
         validate = getattr(agent_config, "validate", None)
         if validate:
             validate()
     except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-    trainer_config = TrainerConfig(**trainer)
-    if trainer_config.iterations < 0:
-        raise ConfigError(f"iterations must be >= 0, got {trainer_config.iterations}")
+        raise ConfigError(str(exc).strip().splitlines()[0]) from None
     if trainer_config.device not in ("cpu", "cuda") and not trainer_config.device.startswith(
             "cuda:"):
         raise ConfigError(f"unknown device {trainer_config.device!r}; valid devices: cpu, cuda")
@@ -236,8 +356,6 @@ def build_config(values: dict[str, Any], agent_config_cls: type, env_factory: An
         if not torch.cuda.is_available():
             raise ConfigError(f"device {trainer_config.device!r} is not available on this "
                               "machine; valid devices: cpu")
-    if trainer_config.checkpoint_every < 1:
-        raise ConfigError(f"checkpoint_every must be >= 1, got {trainer_config.checkpoint_every}")
     return RunConfig(values["agent"], values["env"], trainer_config, agent_config, env_kwargs)
 
 

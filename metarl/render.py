@@ -428,16 +428,16 @@ class TrialRecorder:
 def record_trials(env: MetaEnv, policy: Policy, tasks: Sequence[Task], *, episodes: int,
                   seed: int, sink: FrameSink, progress: bool | None = None) -> dict[str, Any]:
     """Run one trial of ``policy`` per task through the shared sampler and stream composite
-    frames to ``sink``. ``progress``: a tqdm bar over steps (``None``: only on a TTY).
+    frames to ``sink``. ``progress``: report the steps on stderr (``None`` or ``True``: a
+    bar on a terminal, else a line every ~10 s; ``False``: nothing; :mod:`metarl.progress`).
     Returns the number of frames, the frame size and the per-episode returns ``[N, K]``."""
-    from tqdm import tqdm
-
+    from metarl.progress import Progress
     from metarl.sampling import LocalSampler
 
     sampler = LocalSampler(env, render=True)
     horizon = env.max_episode_steps
-    with tqdm(total=episodes * horizon, desc="render", unit="step", dynamic_ncols=True,
-              disable=None if progress is None else not progress) as bar:
+    with Progress(total=episodes * horizon, desc="render", unit="steps",
+                  enabled=progress) as bar:
         recorder = TrialRecorder(tasks, episodes, horizon, sink, progress=bar.update)
         try:
             rollouts = sampler.sample(policy, tasks, trials=1, episodes=episodes, seed=seed,
@@ -448,6 +448,22 @@ def record_trials(env: MetaEnv, policy: Policy, tasks: Sequence[Task], *, episod
     assert recorder.layout is not None
     return {"frames": recorder.count, "frame_size": list(recorder.layout.shape),
             "returns": rollouts.episode_returns()[:, 0].tolist()}
+
+
+def check_gl_backend(env_name: str) -> None:
+    """Choose the OpenGL backend now when ``env_name`` renders with MuJoCo (see
+    :func:`metarl.envs._render.select_gl_backend`), so that a machine without one gets one
+    line saying what to install (a :class:`RenderError`) before anything is written."""
+    from metarl.envs import REGISTRY
+    from metarl.envs._render import GLBackendError, select_gl_backend
+
+    spec = REGISTRY.get(env_name)
+    if spec is None or spec.family not in ("mujoco", "metaworld"):
+        return
+    try:
+        select_gl_backend()
+    except GLBackendError as exc:
+        raise RenderError(str(exc)) from None
 
 
 def render_run(run_dir: str | Path, out: str | Path, *, tasks: int = 2,
@@ -473,6 +489,7 @@ def render_run(run_dir: str | Path, out: str | Path, *, tasks: int = 2,
     if not loaded.agent.uses_sampler:
         raise RenderError(f"{loaded.config.agent!r} is a few-shot learner: it has no episodes "
                           "to render (use metarl eval)")
+    check_gl_backend(loaded.config.env)
     env = loaded.env
     episodes = episodes or loaded.agent.eval_episodes
     fps = fps or float(env.metadata.get("render_fps") or 10)

@@ -80,3 +80,48 @@ def test_load_round_trip_gives_identical_policy(tmp_path, capsys, variant):
     ra = LocalSampler(first.env).sample(first.agent.policy(), tasks, episodes=2, seed=1)
     rb = LocalSampler(second.env).sample(second.agent.policy(), tasks, episodes=2, seed=1)
     assert np.array_equal(ra.actions, rb.actions)
+
+
+def test_declared_ranges_and_choices():
+    from metarl.agents.promp.agent import ProMPConfig
+    from metarl.agents.rl2.agent import RL2Config
+    from metarl.config import (
+        AT_LEAST_1,
+        NON_NEGATIVE,
+        POSITIVE,
+        UNIT_INTERVAL,
+        Range,
+        between,
+        check_settings,
+        setting_rules,
+    )
+
+    assert [str(r) for r in (NON_NEGATIVE, AT_LEAST_1, POSITIVE, UNIT_INTERVAL,
+                             between(0, 1, low_open=True), Range(high=0.5, high_open=True))] == [
+        ">= 0", ">= 1", "> 0", "in [0, 1]", "in (0, 1]", "< 0.5"]
+    assert 0 in UNIT_INTERVAL and 1 in UNIT_INTERVAL and 1.5 not in UNIT_INTERVAL
+    assert 0.0 not in POSITIVE and float("nan") not in POSITIVE and float("inf") not in POSITIVE
+    rules = setting_rules(ProMPConfig)  # redefined only for its default: keeps the base's range
+    assert rules["meta_batch"]["range"] == AT_LEAST_1 and ProMPConfig().meta_batch == 40
+    assert rules["inner_estimator"]["choices"] == ("vpg", "lvc", "dice")
+    with pytest.raises(ConfigError, match=r"^discount must be in \[0, 1\], got 5$"):
+        check_settings(RL2Config(discount=5))
+    with pytest.raises(ConfigError, match=r"^unknown activation 'elu'; valid: relu, tanh$"):
+        ProMPConfig(activation="elu").validate()
+
+
+def test_check_memory_names_the_estimate_the_memory_and_the_largest_key():
+    from metarl.runs import MemoryNeed, check_memory
+
+    need = MemoryNeed("an iteration's rollouts", (("tasks", "tasks_per_iteration", 1000),
+                                                  ("trials", None, 1),
+                                                  ("episodes", "episodes_per_trial", 4),
+                                                  ("steps", "env.horizon", 256)), 100)
+    assert need.bytes == 102_400_000 and need.key_to_lower() == "tasks_per_iteration"
+    check_memory([need], memory=need.bytes)  # fits exactly
+    with pytest.raises(ConfigError) as refused:
+        check_memory([need], memory=2**20)
+    assert str(refused.value) == (
+        "an iteration's rollouts would need ~97.7 MiB (1000 tasks x 1 trial x 4 episodes x "
+        "256 steps x 100 bytes), more than this machine's 1.0 MiB of memory; lower "
+        "tasks_per_iteration")

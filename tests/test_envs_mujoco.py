@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 import pickle
 import subprocess
@@ -287,24 +286,24 @@ def test_local_sampler_same_seed_same_rollouts(name):
 
 
 # ---------------------------------------------------------------------------- render
-def _skip_without_offscreen_gl() -> None:
-    backend = os.environ.get("MUJOCO_GL", "osmesa")
-    if backend == "osmesa" and ctypes.util.find_library("OSMesa") is None:
-        pytest.skip("offscreen MuJoCo rendering needs libosmesa6 (apt-get install libosmesa6) "
-                    "for MUJOCO_GL=osmesa")
+def _skip_without_offscreen_gl() -> str:
+    """The OpenGL backend the envs will render with (EGL or OSMesa, whichever works here, or
+    the one MUJOCO_GL names); skips with the one-line reason when there is none."""
+    from metarl.envs._render import GLBackendError, select_gl_backend
+
+    try:
+        return select_gl_backend()
+    except GLBackendError as error:
+        pytest.skip(str(error))
 
 
 @pytest.mark.parametrize("name", ["cheetah-vel", "ant-goal"])
 def test_render_frames_non_blank_and_change(name):
-    _skip_without_offscreen_gl()
+    backend = _skip_without_offscreen_gl()
     env = make(name, render_mode="rgb_array", width=96, height=72)
     env.reset(seed=0)
-    try:
-        frames = [env.render()]
-    except Exception as error:  # no usable OpenGL context on this machine
-        env.close()
-        pytest.skip(f"offscreen MuJoCo rendering unavailable "
-                    f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {error}")
+    frames = [env.render()]
+    assert os.environ["MUJOCO_GL"] == backend
     for actions in actions_for(env, 10).reshape(2, 5, -1):
         for action in actions:
             env.step(action)

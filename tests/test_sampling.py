@@ -117,6 +117,16 @@ def test_local_and_ray_samplers_agree(ray_local):
     assert remote.tasks == local.tasks
 
 
+def test_ray_sampler_rejects_bad_counts_before_starting_ray():
+    pytest.importorskip("ray")
+    from metarl.sampling.ray_sampler import RaySampler
+
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        RaySampler(make("bandit"), workers=0)
+    with pytest.raises(ValueError, match="max_retries must be >= 0, got -1"):
+        RaySampler(make("bandit"), max_retries=-1)
+
+
 @pytest.mark.parametrize("name", ["bandit", "tabular-mdp", "maze", "maze-sign", "point-nav"])
 def test_vector_env_is_used_for_numpy_envs(name):
     from metarl.envs_api import SerialVectorEnv

@@ -340,5 +340,5 @@ def test_linear_baseline_float32_and_shapes():
 def test_linear_baseline_raises_on_non_finite_returns():
     obs, returns, mask = random_batch(seed=4)
     returns[1, 0, 0] = float("nan")   # a valid step
-    with pytest.raises(RuntimeError, match=r"tasks \[1\]"):
+    with pytest.raises(FloatingPointError, match=r"tasks \[1\]"):
         fit_linear_value(obs, returns, mask)

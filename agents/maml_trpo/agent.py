@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metarl.config import AT_LEAST_1, NON_NEGATIVE, OPEN_UNIT_INTERVAL, POSITIVE, setting
 from metarl.meta import parameters_of
 from metarl.meta.rl import (
     AdaptationConfig,
@@ -41,25 +42,21 @@ class MAMLTRPOConfig(AdaptationConfig):
     lr 0.1; max KL 0.01."""
 
     first_order: bool = False
-    max_kl: float = 0.01
-    cg_iterations: int = 10
-    cg_damping: float = 1e-5
-    line_search_steps: int = 15
-    backtrack_ratio: float = 0.8
-    # tasks whose data estimate the Fisher matrix in CG (0: all), like rllab's subsampling:
-    # each product differentiates through the inner step, the main cost of an update
-    fisher_tasks: int = 0
+    max_kl: float = setting(0.01, POSITIVE)
+    cg_iterations: int = setting(10, AT_LEAST_1)
+    cg_damping: float = setting(1e-5, NON_NEGATIVE)
+    line_search_steps: int = setting(15, AT_LEAST_1)
+    backtrack_ratio: float = setting(0.8, OPEN_UNIT_INTERVAL)
+    # tasks whose data estimate the Fisher matrix in CG (0: all; at most meta_batch), like
+    # rllab's subsampling: each product differentiates through the inner step, the main cost
+    # of an update
+    fisher_tasks: int = setting(0, NON_NEGATIVE)
 
     def validate(self) -> None:
         super().validate()
-        for name in ("cg_iterations", "line_search_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.fisher_tasks <= self.meta_batch:
+        if self.fisher_tasks > self.meta_batch:
             raise ValueError(f"fisher_tasks must be in [0, meta_batch={self.meta_batch}], "
                              f"got {self.fisher_tasks}")
-        if not 0 < self.backtrack_ratio < 1:
-            raise ValueError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
 
 
 class MAMLTRPOAgent(GradientMetaAgent):

@@ -35,6 +35,16 @@ from gymnasium import spaces
 from torch import Tensor
 
 from metarl.agent import MetaRLAgent
+from metarl.config import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEEDS,
+    UNIT_INTERVAL,
+    between,
+    check_settings,
+    setting,
+)
 from metarl.envs_api import MetaEnv
 from metarl.nn.context import ContextEncoder, kl_to_standard_normal, sample_latent
 from metarl.nn.sac import TanhGaussianActor, Temperature, TwinQ, polyak_update, soft_q_target
@@ -50,53 +60,49 @@ class PEARLConfig:
     (100 train tasks, 600 extra posterior steps, context batch 100, 2 exploration episodes
     at test time). Step counts are environment steps per task, rounded up to episodes."""
 
-    train_tasks: int = 100
-    latent_dim: int = 5
-    hidden_size: int = 300  # SAC networks: num_layers hidden layers of this width
-    num_layers: int = 3
-    encoder_hidden: int = 200  # the encoder: 3 hidden layers of this width
+    train_tasks: int = setting(100, AT_LEAST_1)
+    latent_dim: int = setting(5, AT_LEAST_1)
+    # SAC networks: num_layers hidden layers of this width
+    hidden_size: int = setting(300, AT_LEAST_1)
+    num_layers: int = setting(3, AT_LEAST_1)
+    encoder_hidden: int = setting(200, AT_LEAST_1)  # the encoder: 3 hidden layers of this width
     recurrent: bool = False
     bottleneck: bool = True  # False: deterministic z (mean of the factors), no KL
     use_next_obs: bool = False  # put s' into the context too
-    meta_batch: int = 16
-    initial_steps: int = 2000
-    tasks_per_iteration: int = 5
-    prior_steps: int = 400
-    posterior_steps: int = 0
-    extra_posterior_steps: int = 600
-    gradient_steps: int = 2000
-    batch_size: int = 256
-    context_batch: int = 100
-    discount: float = 0.99
-    tau: float = 0.005
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    encoder_lr: float = 3e-4
-    reward_scale: float = 5.0
-    kl_lambda: float = 0.1
-    entropy: str = "fixed"  # "fixed" (alpha) or "auto" (target entropy -|A|)
-    alpha: float = 1.0
-    policy_mean_reg: float = 1e-3
-    policy_std_reg: float = 1e-3
-    episodes_per_trial: int = 3  # evaluation trial length (oyster: 600 steps)
-    exploration_episodes: int = 2  # test episodes on the prior z before the posterior
+    meta_batch: int = setting(16, AT_LEAST_1)
+    initial_steps: int = setting(2000, AT_LEAST_1)
+    tasks_per_iteration: int = setting(5, NON_NEGATIVE)
+    prior_steps: int = setting(400, NON_NEGATIVE)
+    posterior_steps: int = setting(0, NON_NEGATIVE)
+    extra_posterior_steps: int = setting(600, NON_NEGATIVE)
+    gradient_steps: int = setting(2000, NON_NEGATIVE)
+    batch_size: int = setting(256, AT_LEAST_1)
+    context_batch: int = setting(100, AT_LEAST_1)
+    discount: float = setting(0.99, UNIT_INTERVAL)
+    tau: float = setting(0.005, between(0, 1, low_open=True))
+    actor_lr: float = setting(3e-4, POSITIVE)
+    critic_lr: float = setting(3e-4, POSITIVE)
+    encoder_lr: float = setting(3e-4, POSITIVE)
+    reward_scale: float = setting(5.0, POSITIVE)
+    kl_lambda: float = setting(0.1, NON_NEGATIVE)
+    # "fixed" (alpha) or "auto" (target entropy -|A|)
+    entropy: str = setting("fixed", choices=("fixed", "auto"))
+    alpha: float = setting(1.0, POSITIVE)  # the temperature (auto: its initial value)
+    policy_mean_reg: float = setting(1e-3, NON_NEGATIVE)
+    policy_std_reg: float = setting(1e-3, NON_NEGATIVE)
+    # evaluation trial length (oyster: 600 steps)
+    episodes_per_trial: int = setting(3, AT_LEAST_1)
+    # test episodes on the prior z before the posterior
+    exploration_episodes: int = setting(2, NON_NEGATIVE)
     deterministic_eval: bool = True  # evaluation acts on the mean action (as the paper)
-    replay_capacity: int = 1_000_000
+    replay_capacity: int = setting(1_000_000, AT_LEAST_1)
     checkpoint_buffers: bool = True
-    task_seed: int = 0  # seed of the fixed train-task set
+    task_seed: int = setting(0, SEEDS)  # seed of the fixed train-task set
 
     def validate(self) -> None:
-        for name in ("train_tasks", "latent_dim", "hidden_size", "num_layers", "encoder_hidden",
-                     "meta_batch", "batch_size", "context_batch", "episodes_per_trial",
-                     "replay_capacity", "initial_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("tasks_per_iteration", "prior_steps", "posterior_steps",
-                     "extra_posterior_steps", "gradient_steps", "exploration_episodes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.entropy not in ("fixed", "auto"):
-            raise ValueError(f"unknown entropy {self.entropy!r}; valid: fixed, auto")
+        """The declared ranges (:func:`metarl.config.check_settings`), then the checks that
+        involve several fields."""
+        check_settings(self)
         if self.prior_steps + self.posterior_steps < 1 and self.tasks_per_iteration:
             raise ValueError("prior_steps + posterior_steps must be >= 1: the encoder buffer "
                              "of a task is refilled from them")

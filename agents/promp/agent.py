@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metarl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, between, setting
 from metarl.envs_api import MetaEnv
 from metarl.meta.rl import (
     AdaptationConfig,
@@ -33,23 +34,19 @@ from metarl.meta.rl import (
 class ProMPConfig(AdaptationConfig):
     """ProMP's settings (its reference run script for MuJoCo): meta-batch 40, 20 rollouts
     per task, (64, 64) tanh policy, inner lr 0.1, Adam 1e-3, 5 ProMP steps, clip 0.3, fixed
-    inner KL penalty 5e-4 (adaptive towards 0.01 as an option)."""
+    inner KL penalty 5e-4 (adaptive towards 0.01 as an option). The fields redefined here
+    only change AdaptationConfig's defaults and keep its declared ranges."""
 
     meta_batch: int = 40
     hidden_size: int = 64
     activation: str = "tanh"
     inner_estimator: str = "lvc"
-    lr: float = 1e-3
-    ppo_epochs: int = 5
-    clip: float = 0.3
-    kl_penalty: float = 5e-4
+    lr: float = setting(1e-3, POSITIVE)
+    ppo_epochs: int = setting(5, AT_LEAST_1)
+    clip: float = setting(0.3, between(0, 1, low_open=True))
+    kl_penalty: float = setting(5e-4, NON_NEGATIVE)
     adaptive_kl_penalty: bool = False
-    target_inner_kl: float = 0.01
-
-    def validate(self) -> None:
-        super().validate()
-        if self.ppo_epochs < 1:
-            raise ValueError(f"ppo_epochs must be >= 1, got {self.ppo_epochs}")
+    target_inner_kl: float = setting(0.01, POSITIVE)
 
 
 class ProMPAgent(GradientMetaAgent):

@@ -12,6 +12,15 @@ from gymnasium import spaces
 from torch import nn
 
 from metarl.agent import MetaRLAgent
+from metarl.config import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    between,
+    check_settings,
+    setting,
+)
 from metarl.envs_api import MetaEnv
 from metarl.nn import (
     CategoricalHead,
@@ -41,22 +50,23 @@ class RL2Config:
         "candidate_activation": "tanh", "input_hidden": 0, "shared_core": False,
         "value_coef": 0.5, "reward_prediction_coef": 0.0}
 
-    episodes_per_trial: int = 10
-    tasks_per_iteration: int = 250
-    hidden_size: int = 256
-    discount: float = 0.99
-    gae_lambda: float = 0.3
-    lr: float = 1e-3
-    value_lr: float = 1e-3
-    ppo_epochs: int = 5
-    minibatches: int = 4
-    clip: float = 0.2
-    entropy_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    reward_scale: float = 1.0
+    episodes_per_trial: int = setting(10, AT_LEAST_1)
+    tasks_per_iteration: int = setting(250, AT_LEAST_1)
+    hidden_size: int = setting(256, AT_LEAST_1)
+    discount: float = setting(0.99, UNIT_INTERVAL)
+    gae_lambda: float = setting(0.3, UNIT_INTERVAL)
+    lr: float = setting(1e-3, POSITIVE)
+    value_lr: float = setting(1e-3, POSITIVE)
+    ppo_epochs: int = setting(5, AT_LEAST_1)
+    minibatches: int = setting(4, AT_LEAST_1)  # at most tasks_per_iteration
+    clip: float = setting(0.2, between(0, 1, low_open=True))
+    entropy_coef: float = setting(0.0, NON_NEGATIVE)
+    max_grad_norm: float = setting(1.0, POSITIVE)
+    reward_scale: float = setting(1.0, POSITIVE)
     normalize_advantages: bool = True
     normalize_values: bool = True  # the value net predicts standardised returns
-    lr_decay_iterations: int = 0  # >0: learning rates decay linearly to 10% over this many
+    # >0: learning rates decay linearly to 10% over this many
+    lr_decay_iterations: int = setting(0, NON_NEGATIVE)
     layer_norm: bool = False  # metarl.nn.LayerNormGRU in place of nn.GRU
     chrono_init: bool = False  # layer_norm only: update-gate timescales ~ U[1, trial length]
     # the value net's update and half of each batched forward pass run on a second thread
@@ -68,19 +78,14 @@ class RL2Config:
     value_time_input: bool = False
     # λ of the value targets (None: gae_lambda); 1.0 fits the discounted Monte Carlo return,
     # as rllab's baselines (Duan et al.'s code), and GAE's λ then only shapes the advantages
-    value_target_lambda: float | None = None
+    value_target_lambda: float | None = setting(None, UNIT_INTERVAL)
 
     def validate(self) -> None:
-        for name in ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "ppo_epochs",
-                     "minibatches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        """The declared ranges (:func:`metarl.config.check_settings`), then the checks that
+        involve several fields."""
+        check_settings(self)
         if self.chrono_init and not self.layer_norm:
             raise ValueError("chrono_init needs layer_norm=true (it initialises LayerNormGRU)")
-        for name in ("gae_lambda", "value_target_lambda"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(f"minibatches ({self.minibatches}) must not exceed "
                              f"tasks_per_iteration ({self.tasks_per_iteration})")

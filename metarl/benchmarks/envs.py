@@ -30,6 +30,7 @@ import numpy as np
 from gymnasium import spaces
 
 from metarl.envs import REGISTRY, make
+from metarl.progress import Progress
 
 
 def action_sampler(space: spaces.Space, n: int,
@@ -98,14 +99,18 @@ def loop_rate(name: str, num_envs: int, steps: int, seed: int = 0, repeats: int 
 
 
 def best_times(runs: dict[str, Callable[[], None]], repeats: int,
-               clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """The best of ``repeats`` timings of each run by ``clock``; the runs take turns."""
+               clock: Callable[[], float] = time.perf_counter,
+               tick: Callable[[], object] | None = None) -> dict[str, float]:
+    """The best of ``repeats`` timings of each run by ``clock``; the runs take turns.
+    ``tick()`` after each timing (progress)."""
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for key, fn in runs.items():
             start = clock()
             fn()
             best[key] = min(best[key], clock() - start)
+            if tick is not None:
+                tick()
     return best
 
 
@@ -115,16 +120,17 @@ def run(num_envs: int = 1024, steps: int = 200, envs: list[str] | None = None, *
     names = envs or [name for name, spec in REGISTRY.items() if spec.family == "numpy"]
     loop_steps = max(1, steps // 10) if loop_steps is None else loop_steps
     results = {}
-    for name in names:
-        runs = {"vector": vector_run(name, num_envs, steps),
-                "loop": loop_run(name, num_envs, loop_steps)}
-        seconds = best_times(runs, repeats)
-        cpu = best_times(runs, repeats, time.thread_time)
-        vec = num_envs * steps / seconds["vector"]
-        loop = num_envs * loop_steps / seconds["loop"]
-        results[name] = {"vector_steps_per_s": vec, "loop_steps_per_s": loop,
-                         "speedup": vec / loop,
-                         "speedup_cpu": cpu["loop"] / loop_steps / (cpu["vector"] / steps)}
+    with Progress(total=len(names) * 4 * repeats, desc="bench envs", unit="timings") as bar:
+        for name in names:
+            runs = {"vector": vector_run(name, num_envs, steps),
+                    "loop": loop_run(name, num_envs, loop_steps)}
+            seconds = best_times(runs, repeats, tick=bar.update)
+            cpu = best_times(runs, repeats, time.thread_time, tick=bar.update)
+            vec = num_envs * steps / seconds["vector"]
+            loop = num_envs * loop_steps / seconds["loop"]
+            results[name] = {"vector_steps_per_s": vec, "loop_steps_per_s": loop,
+                             "speedup": vec / loop,
+                             "speedup_cpu": cpu["loop"] / loop_steps / (cpu["vector"] / steps)}
     return {"num_envs": num_envs, "steps": steps, "loop_steps": loop_steps, "envs": results,
             "load_average": [round(x, 2) for x in os.getloadavg()]}
 

@@ -30,6 +30,7 @@ from metarl.benchmarks import median_ms
 from metarl.fewshot.models import RegressionMLP
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.meta import InnerLoop, maml_losses, parameters_of, supervised_loss
+from metarl.progress import Progress
 
 Gradients = list[torch.Tensor]
 
@@ -92,15 +93,18 @@ def run(tasks: int = 25, shots: int = 10, inner_lr: float = 0.01, repeats: int =
         result: dict = {"tasks": tasks, "shots": shots, "inner_steps": 1,
                         "model": "MLP 1-40-40-1 ReLU", "threads": 1}
         diffs = []
-        for name in ("ours", "higher", "torchopt"):
-            if name not in implementations:
-                result[f"{name}_ms"] = None
-                continue
-            fn = implementations[name]
-            grads = fn(model, batch, inner_lr)
-            diffs.append(max(float((a - b).abs().max()) for a, b in zip(grads, reference,
-                                                                        strict=True)))
-            result[f"{name}_ms"] = median_ms(lambda fn=fn: fn(model, batch, inner_lr), repeats)
+        with Progress(total=len(implementations) * (repeats + 3), desc="bench inner-loop",
+                      unit="steps") as bar:
+            for name in ("ours", "higher", "torchopt"):
+                if name not in implementations:
+                    result[f"{name}_ms"] = None
+                    continue
+                fn = implementations[name]
+                grads = fn(model, batch, inner_lr)
+                diffs.append(max(float((a - b).abs().max()) for a, b in zip(grads, reference,
+                                                                            strict=True)))
+                result[f"{name}_ms"] = median_ms(lambda fn=fn: fn(model, batch, inner_lr),
+                                                 repeats, tick=bar.update)
         for name in ("higher", "torchopt"):
             other = result[f"{name}_ms"]
             result[f"speedup_vs_{name}"] = None if other is None else other / result["ours_ms"]

@@ -18,12 +18,15 @@ second thread's speed-ups alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from metarl.agents.rl2 import RL2Agent, RL2Config
 from metarl.benchmarks import median_ms
 from metarl.envs import make
+from metarl.progress import Progress
 from metarl.sampling import LocalSampler
 
 CORES = {"gru": {}, "layer_norm_gru": {"layer_norm": True},
@@ -31,7 +34,10 @@ CORES = {"gru": {}, "layer_norm_gru": {"layer_norm": True},
          "layer_norm_gru_second_thread": {"layer_norm": True, "second_thread": True}}
 
 
-def core_timings(core: dict, tasks: int, episodes: int, repeats: int, epochs: int) -> dict:
+def core_timings(core: dict, tasks: int, episodes: int, repeats: int, epochs: int,
+                 tick: Callable[[], object] | None = None) -> dict:
+    """The timings of one core; ``tick()`` after each timed call (``3 * (repeats + 1) + 1``
+    calls, for progress)."""
     env = make("tabular-mdp")
     torch.manual_seed(0)
     agent = RL2Agent(env, RL2Config(episodes_per_trial=episodes, tasks_per_iteration=tasks,
@@ -42,17 +48,20 @@ def core_timings(core: dict, tasks: int, episodes: int, repeats: int, epochs: in
         return sampler.sample(agent.policy(), task_list, episodes=episodes, seed=0)
 
     sequences = sample().trial_sequences()
+    if tick is not None:
+        tick()
     inputs = agent.inputs.from_sequences(sequences)[: max(1, tasks // 4)]
 
     def core_pass():
         outputs, _ = agent.policy_net.core(inputs)
         outputs.sum().backward()
 
-    sample_ms = median_ms(sample, repeats, warmup=1)
-    update_ms = median_ms(lambda: agent.update(sequences), repeats, warmup=1)
+    sample_ms = median_ms(sample, repeats, warmup=1, tick=tick)
+    update_ms = median_ms(lambda: agent.update(sequences), repeats, warmup=1, tick=tick)
     return {"sample_ms": round(sample_ms, 1), "update_ms": round(update_ms, 1),
             "sample_share": round(sample_ms / (sample_ms + update_ms), 3),
-            "core_forward_backward_ms": round(median_ms(core_pass, repeats, warmup=1), 1)}
+            "core_forward_backward_ms": round(median_ms(core_pass, repeats, warmup=1,
+                                                        tick=tick), 1)}
 
 
 def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1,
@@ -63,8 +72,10 @@ def run(tasks: int = 250, episodes: int = 10, repeats: int = 3, threads: int = 1
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        result = {name: core_timings(CORES[name], tasks, episodes, repeats, epochs)
-                  for name in names}
+        with Progress(total=len(names) * (3 * (repeats + 1) + 1), desc="bench rl2-update",
+                      unit="calls") as bar:
+            result = {name: core_timings(CORES[name], tasks, episodes, repeats, epochs,
+                                         tick=bar.update) for name in names}
     finally:
         torch.set_num_threads(previous)
     result.update(_ratios(result))

@@ -15,6 +15,7 @@ default; ``ratio = pearl_update_ms / sb3_sac_update_ms`` (goal ≤ 1.2).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -23,12 +24,14 @@ import torch
 from metarl.agents.pearl import PEARLAgent, PEARLConfig
 from metarl.benchmarks import median_ms
 from metarl.envs import make
+from metarl.progress import Progress
 
 OBS_DIM, ACTION_DIM, LATENT_DIM = 17, 6, 5  # HalfCheetah-v5, PEARL's latent size
 
 
 def pearl_update_ms(meta_batch: int, batch_size: int, context_batch: int, hidden: int,
-                    repeats: int, warmup: int, fill: int = 2000) -> float:
+                    repeats: int, warmup: int, fill: int = 2000,
+                    tick: Callable[[], object] | None = None) -> float:
     env = make("cheetah-vel")
     config = PEARLConfig(train_tasks=meta_batch, meta_batch=meta_batch, batch_size=batch_size,
                          context_batch=context_batch, hidden_size=hidden, entropy="auto",
@@ -40,11 +43,12 @@ def pearl_update_ms(meta_batch: int, batch_size: int, context_batch: int, hidden
         agent.replay.add(task, transitions)
         agent.encoder_replay.add(task, transitions)
     tasks = np.arange(meta_batch)
-    return median_ms(lambda: agent.update(tasks, rng), repeats, warmup)
+    return median_ms(lambda: agent.update(tasks, rng), repeats, warmup, tick=tick)
 
 
 def sb3_sac_update_ms(batch: int, hidden: int, repeats: int, warmup: int,
-                      fill: int = 20000) -> float | None:
+                      fill: int = 20000, tick: Callable[[], object] | None = None
+                      ) -> float | None:
     if importlib.util.find_spec("stable_baselines3") is None:
         return None
     from stable_baselines3 import SAC
@@ -60,7 +64,8 @@ def sb3_sac_update_ms(batch: int, hidden: int, repeats: int, warmup: int,
         model.replay_buffer.add(data["observations"][i], data["next_observations"][i],
                                 data["actions"][i], data["rewards"][i:i + 1],
                                 data["terminated"][i:i + 1].astype(bool), [{}])
-    return median_ms(lambda: model.train(gradient_steps=1, batch_size=batch), repeats, warmup)
+    return median_ms(lambda: model.train(gradient_steps=1, batch_size=batch), repeats, warmup,
+                     tick=tick)
 
 
 def _random_transitions(rng: np.random.Generator, n: int, obs_dim: int = OBS_DIM
@@ -93,8 +98,12 @@ def run(meta_batch: int = 16, batch_size: int = 256, context_batch: int = 100,
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        ours = pearl_update_ms(meta_batch, batch_size, context_batch, hidden, repeats, warmup)
-        sb3 = sb3_sac_update_ms(meta_batch * batch_size, hidden, repeats, warmup)
+        with Progress(total=2 * (repeats + warmup), desc="bench sac-update",
+                      unit="steps") as bar:
+            ours = pearl_update_ms(meta_batch, batch_size, context_batch, hidden, repeats,
+                                   warmup, tick=bar.update)
+            sb3 = sb3_sac_update_ms(meta_batch * batch_size, hidden, repeats, warmup,
+                                    tick=bar.update)
     finally:
         torch.set_num_threads(previous)
     return {"pearl_update_ms": round(ours, 2),

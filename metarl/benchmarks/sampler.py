@@ -34,6 +34,7 @@ from gymnasium import spaces
 
 from metarl.envs import MetaEnv, make
 from metarl.nn import GaussianMLP, GaussianMLPPolicy
+from metarl.progress import Progress
 from metarl.sampling import LocalSampler, Sampler
 from metarl.types import Task
 
@@ -67,17 +68,22 @@ def sampling(sampler: Sampler, policy: GaussianMLPPolicy, tasks: Sequence[Task],
     return lambda: sampler.sample(policy, tasks, trials=1, episodes=episodes, seed=0)
 
 
-def best_times(runs: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+def best_times(runs: dict[str, Callable[[], None]], repeats: int,
+               tick: Callable[[], object] | None = None) -> dict[str, float]:
     """The best of ``repeats`` timings of each run after a warm-up call; the runs take turns,
-    so a change in the machine's load affects them alike."""
+    so a change in the machine's load affects them alike. ``tick()`` after each call
+    (progress)."""
+    tick = tick or (lambda: None)
     for fn in runs.values():
         fn()
+        tick()
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for name, fn in runs.items():
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
+            tick()
     return best
 
 
@@ -105,9 +111,11 @@ def run(env: str = "cheetah-vel", workers: int = 2, tasks: int = 20, episodes: i
     remote = RaySampler(make(env, **kwargs, **({"nthread": 1} if is_mujoco else {})),
                         workers=workers)
     try:
-        seconds = best_times({"gym_loop": gym_loop(gym_env, task_list, episodes),
-                              "local": sampling(local, policy, task_list, episodes),
-                              "ray": sampling(remote, policy, task_list, episodes)}, repeats)
+        with Progress(total=3 * (repeats + 1), desc="bench sampler", unit="runs") as bar:
+            seconds = best_times({"gym_loop": gym_loop(gym_env, task_list, episodes),
+                                  "local": sampling(local, policy, task_list, episodes),
+                                  "ray": sampling(remote, policy, task_list, episodes)},
+                                 repeats, tick=bar.update)
     finally:
         local.close()
         remote.close()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from metarl.config import AT_LEAST_1, OPEN_UNIT_INTERVAL, POSITIVE, setting
 from metarl.fewshot.data import FewShotBatch
 from metarl.fewshot.learner import FewShotLearner
 from metarl.fewshot.metric import check_ways, class_means, embed, one_hot
@@ -40,14 +41,15 @@ class CNPConfig:
     trains with Adam (1e-4 there, on batches of 64 GP curves), here Adam 1e-3 as for the other
     learners."""
 
-    lr: float = 1e-3  # Adam
-    meta_batch: int = 32  # tasks per update
-    hidden: int = 128  # width of the encoder and decoder MLPs
-    encoder_layers: int = 3  # hidden layers of h
-    decoder_layers: int = 2  # hidden layers of g
-    representation: int = 128  # size of r (and of each class's r_c)
-    conv_hidden: int = 64  # Conv4 filters embedding images (classification)
-    min_std: float = 0.1  # lower bound of the predicted σ (regression)
+    lr: float = setting(1e-3, POSITIVE)  # Adam
+    meta_batch: int = setting(32, AT_LEAST_1)  # tasks per update
+    hidden: int = setting(128, AT_LEAST_1)  # width of the encoder and decoder MLPs
+    encoder_layers: int = setting(3, AT_LEAST_1)  # hidden layers of h
+    decoder_layers: int = setting(2, AT_LEAST_1)  # hidden layers of g
+    representation: int = setting(128, AT_LEAST_1)  # size of r (and of each class's r_c)
+    conv_hidden: int = setting(64, AT_LEAST_1)  # Conv4 filters embedding images (classification)
+    # lower bound of the predicted σ (regression)
+    min_std: float = setting(0.1, OPEN_UNIT_INTERVAL)
 
 
 class CNP(FewShotLearner):

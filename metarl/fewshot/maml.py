@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metarl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_settings, setting
 from metarl.fewshot.data import FewShotBatch
 from metarl.fewshot.learner import FewShotLearner
 from metarl.fewshot.models import Conv4, RegressionMLP
@@ -41,25 +42,17 @@ from metarl.meta import (
 class FewShotConfig:
     """What every few-shot learner is configured with (``--set ways=20 shots=1``)."""
 
-    ways: int = 5  # classification only
-    shots: int = 1
-    queries: int = 15
-    meta_batch: int = 32
-    lr: float = 1e-3  # Adam's outer learning rate
-    hidden: int = 64  # conv filters (images) or MLP width (vectors)
+    ways: int = setting(5, AT_LEAST_1)  # classification only
+    shots: int = setting(1, AT_LEAST_1)
+    queries: int = setting(15, AT_LEAST_1)
+    meta_batch: int = setting(32, AT_LEAST_1)
+    lr: float = setting(1e-3, POSITIVE)  # Adam's outer learning rate
+    hidden: int = setting(64, AT_LEAST_1)  # conv filters (images) or MLP width (vectors)
 
     def validate(self) -> None:
-        for name in ("ways", "shots", "queries", "meta_batch", "hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-
-
-def _check_inner_steps(train: int, evaluation: int) -> None:
-    if train < 1 or evaluation < 1:
-        raise ValueError(f"inner_steps and eval_inner_steps must be >= 1, got {train}, "
-                         f"{evaluation}")
+        """The declared ranges of every field, the learner's own too
+        (:func:`metarl.config.check_settings`)."""
+        check_settings(self)
 
 
 #: dataset -> field defaults that differ from the dataclass's (the papers' settings)
@@ -71,9 +64,9 @@ class MAMLConfig(FewShotConfig):
     """MAML's settings; the defaults are its Omniglot 5-way ones (sinusoid: see
     :data:`MAML_SINUSOID`). Omniglot 20-way used 5 inner steps with lr 0.1, meta-batch 16."""
 
-    inner_lr: float = 0.4
-    inner_steps: int = 1
-    eval_inner_steps: int = 3
+    inner_lr: float = setting(0.4, NON_NEGATIVE)
+    inner_steps: int = setting(1, AT_LEAST_1)
+    eval_inner_steps: int = setting(3, AT_LEAST_1)
     first_order: bool = False
     meta_sgd: bool = False  # learn a step size per weight (Meta-SGD), initialised to inner_lr
     anil: bool = False  # adapt only the head (ANIL)
@@ -82,10 +75,6 @@ class MAMLConfig(FewShotConfig):
     # on CPU (Omniglot 5-way 1-shot, 5 queries, 8 tasks, 32 filters: 0.26 s vmapped vs 0.22 s
     # looped a step; see experiments/RESULTS.md for the command)
     vmap_tasks: bool | None = None
-
-    def validate(self) -> None:
-        super().validate()
-        _check_inner_steps(self.inner_steps, self.eval_inner_steps)
 
 
 #: MAML's sinusoid setup: K = 10, meta-batch 25, α = 0.01, 1 step (10 at test), Adam 1e-3
@@ -157,13 +146,9 @@ class ReptileConfig(FewShotConfig):
     adapts on the support set with ``eval_inner_steps`` steps."""
 
     lr: float = 0.1
-    inner_lr: float = 0.02
-    inner_steps: int = 10
-    eval_inner_steps: int = 50
-
-    def validate(self) -> None:
-        super().validate()
-        _check_inner_steps(self.inner_steps, self.eval_inner_steps)
+    inner_lr: float = setting(0.02, NON_NEGATIVE)
+    inner_steps: int = setting(10, AT_LEAST_1)
+    eval_inner_steps: int = setting(50, AT_LEAST_1)
 
 
 #: Reptile's sinusoid setup: 32 inner SGD steps of 0.02 on the K points, ε = 0.1 (paper A.1)

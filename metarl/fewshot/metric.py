@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from metarl.config import AT_LEAST_1, POSITIVE, setting
 from metarl.fewshot.learner import FewShotLearner
 from metarl.fewshot.models import Conv4
 from metarl.nn import MLP
@@ -86,10 +87,11 @@ class ProtoNetConfig:
     test (60-way on Omniglot, 30/20-way on miniImageNet); here ``meta_batch`` tasks of the
     evaluation's ways per update."""
 
-    lr: float = 1e-3  # Adam (paper: 1e-3)
-    meta_batch: int = 32  # tasks per update (paper: 1 episode)
-    hidden: int = 64  # Conv4 filters (paper: 64) or MLP width
-    distance: str = "sqeuclidean"  # paper's choice; "cosine" is its ablation
+    lr: float = setting(1e-3, POSITIVE)  # Adam (paper: 1e-3)
+    meta_batch: int = setting(32, AT_LEAST_1)  # tasks per update (paper: 1 episode)
+    hidden: int = setting(64, AT_LEAST_1)  # Conv4 filters (paper: 64) or MLP width
+    # paper's choice; "cosine" is its ablation
+    distance: str = setting("sqeuclidean", choices=DISTANCES)
 
 
 class ProtoNet(FewShotLearner):
@@ -139,13 +141,15 @@ class MatchingNetConfig:
     1e-3 as for the other learners. Its cosine attention has no temperature; a learned scale
     (initially ``scale``) makes the softmax over cosines in [−1, 1] sharp enough to train."""
 
-    lr: float = 1e-3  # Adam
-    meta_batch: int = 32  # tasks per update
-    hidden: int = 64  # Conv4 filters (paper: 64) or MLP width
-    scale: float = 10.0  # initial inverse temperature of the attention softmax
+    lr: float = setting(1e-3, POSITIVE)  # Adam
+    meta_batch: int = setting(32, AT_LEAST_1)  # tasks per update
+    hidden: int = setting(64, AT_LEAST_1)  # Conv4 filters (paper: 64) or MLP width
+    # initial inverse temperature of the attention softmax
+    scale: float = setting(10.0, POSITIVE)
     learn_scale: bool = True
     fce: bool = False  # full context embeddings (paper: used on miniImageNet, not Omniglot)
-    fce_steps: int = 5  # attLSTM read steps K of the query embedding (with fce)
+    # attLSTM read steps K of the query embedding (with fce)
+    fce_steps: int = setting(5, AT_LEAST_1)
 
 
 class MatchingNet(FewShotLearner):

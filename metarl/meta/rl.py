@@ -23,9 +23,18 @@ from torch import Tensor
 from torch.func import functional_call, jvp, vjp, vmap
 
 from metarl.agent import MetaRLAgent
+from metarl.config import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    check_settings,
+    setting,
+)
 from metarl.meta.adapt import InnerLoop, LossFn, Params, adapt_batch, parameters_of
 from metarl.nn import GaussianMLP, NumpyGaussianMLP, discounted_returns, gae
 from metarl.nn.linear_value import linear_value_estimates
+from metarl.nn.mlp import INITS
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
 
@@ -316,27 +325,23 @@ class AdaptationConfig:
     """What gradient-based meta-RL agents share: the Gaussian MLP policy, the meta-batch and
     the inner policy-gradient step (agents override the defaults with their papers')."""
 
-    meta_batch: int = 20
-    rollouts_per_task: int = 20
-    hidden_size: int = 100
-    num_layers: int = 2
-    activation: str = "relu"
-    init_std: float = 1.0
-    # checked where they are used (a bad value fails the agent's construction, exit 2):
-    init: str = "xavier"  # Glorot weights, zero biases (both papers' code); or "torch"
-    inner_estimator: str = "vpg"  # see inner_estimator_loss: vpg, lvc or dice
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    discount: float = 0.99
-    gae_lambda: float = 1.0
+    meta_batch: int = setting(20, AT_LEAST_1)
+    rollouts_per_task: int = setting(20, AT_LEAST_1)
+    hidden_size: int = setting(100, AT_LEAST_1)
+    num_layers: int = setting(2, AT_LEAST_1)
+    activation: str = setting("relu", choices=("relu", "tanh"))
+    init_std: float = setting(1.0, POSITIVE)
+    init: str = setting("xavier", choices=INITS)  # Glorot weights, zero biases; or "torch"
+    inner_estimator: str = setting("vpg", choices=INNER_ESTIMATORS)  # see inner_estimator_loss
+    inner_lr: float = setting(0.1, NON_NEGATIVE)  # 0: no adaptation (an ablation)
+    inner_steps: int = setting(1, AT_LEAST_1)
+    discount: float = setting(0.99, UNIT_INTERVAL)
+    gae_lambda: float = setting(1.0, UNIT_INTERVAL)
 
     def validate(self) -> None:
-        for name in ("meta_batch", "rollouts_per_task", "hidden_size", "num_layers",
-                     "inner_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.activation not in ("relu", "tanh"):
-            raise ValueError(f"unknown activation {self.activation!r}; valid: relu, tanh")
+        """The declared ranges (:func:`metarl.config.check_settings`); subclasses add the
+        checks that involve several fields."""
+        check_settings(self)
 
 
 class GradientMetaAgent(MetaRLAgent):

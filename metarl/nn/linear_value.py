@@ -80,8 +80,9 @@ def fit_linear_value(obs: Tensor, returns: Tensor, mask: Tensor | None = None,
             return weights
         reg = torch.where(todo, reg * 10.0, reg)
     bad = todo.nonzero().flatten().tolist()
-    raise RuntimeError(f"linear value function: no finite solution for tasks {bad} even with "
-                       f"reg_coeff={reg_coeff * 10 ** (attempts - 1):g} (non-finite returns?)")
+    raise FloatingPointError(f"the linear value function has no finite fit for tasks {bad} "
+                             f"(even with reg_coeff={reg_coeff * 10 ** (attempts - 1):g}; "
+                             f"non-finite returns?)")
 
 
 def predict_linear_value(obs: Tensor, weights: Tensor, mask: Tensor | None = None,

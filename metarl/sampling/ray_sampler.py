@@ -4,17 +4,33 @@ Tasks are split into contiguous shards, one per worker; each worker runs a
 :class:`~metarl.sampling.LocalSampler` on its shard with the shard's global task offset, so
 the result equals a LocalSampler over all tasks for the same seed. The policy (with its
 weights) is put in the object store once per ``sample`` call and shared by all workers.
+
+A worker that dies (its process killed, its node lost) is replaced and its shard re-run:
+Ray reports the death as :class:`ray.exceptions.RayActorError` (``ActorDiedError``, or
+``ActorUnavailableError`` when the actor cannot be reached) on that shard's result; the
+sampler then kills the old actor, starts a new one in its slot and submits the same shard
+again (same policy object, tasks, seed and task offset). A shard's rollouts depend on
+nothing else (the random streams are keyed per environment, :mod:`metarl.random`), so the
+call returns exactly what a healthy run would. Each shard is re-run at most ``max_retries``
+times per call; after that the call raises :class:`SamplerError`. Exceptions raised by the
+sampling code itself (``RayTaskError``) are not retried: re-running would raise them again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from metarl.envs_api import MetaEnv
 from metarl.policy import Policy
+from metarl.stopping import SamplerError
 from metarl.types import Rollouts, Task
+
+log = logging.getLogger(__name__)
+
 
 
 def _worker_class():
@@ -37,25 +53,47 @@ def _worker_class():
         def ping(self) -> bool:
             return True
 
+        def pid(self) -> int:
+            import os
+
+            return os.getpid()
+
     return SamplerWorker
 
 
 class RaySampler:
-    """Shards tasks over ``workers`` Ray actors (a local Ray instance unless ``address``)."""
+    """Shards tasks over ``workers`` Ray actors (a local Ray instance unless ``address``).
+
+    A worker that dies is replaced and its shard re-run from the same seed and task offset,
+    at most ``max_retries`` times per shard and ``sample`` call (then :class:`SamplerError`).
+    ``replacements`` counts the workers replaced so far."""
 
     def __init__(self, env: MetaEnv, workers: int = 2, address: str | None = None,
-                 threads_per_worker: int = 1):
+                 threads_per_worker: int = 1, max_retries: int = 3):
         import ray
 
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False, ignore_reinit_error=True)
-        cls = _worker_class()
-        self.workers = [cls.remote(env.name, env.init_kwargs, threads_per_worker)
-                        for _ in range(workers)]
-        ray.get([w.ping.remote() for w in self.workers])  # wait until they are up
+        self._worker_args = (env.name, env.init_kwargs, threads_per_worker)
+        self._cls = _worker_class()
+        self.max_retries = max_retries
+        self.replacements = 0
+        self.workers = [self._new_worker() for _ in range(workers)]
+        self._run([(w, "ping", ()) for w in range(workers)], "start")  # wait until up
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Ray sampler workers' pids: %s", self.worker_pids())
+
+    def _new_worker(self) -> Any:
+        return self._cls.remote(*self._worker_args)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the workers (slot order)."""
+        return self._run([(w, "pid", ()) for w in range(len(self.workers))], "pid")
 
     def sample(self, policy: Policy, tasks: Sequence[Task], *, trials: int = 1,
                episodes: int = 1, seed: int = 0, task_offset: int = 0) -> Rollouts:
@@ -63,14 +101,61 @@ class RaySampler:
 
         tasks = tuple(tasks)
         bounds = np.linspace(0, len(tasks), min(len(self.workers), len(tasks)) + 1).astype(int)
+        shards = list(zip(bounds[:-1], bounds[1:], strict=True))
         policy_ref = ray.put(policy)
-        futures = [
-            worker.sample.remote(policy_ref, tasks[lo:hi], trials, episodes, seed,
-                                 task_offset + lo)
-            for worker, lo, hi in zip(self.workers, bounds[:-1], bounds[1:], strict=False)
-        ]
-        parts = ray.get(futures)
+        calls = [(w, "sample", (policy_ref, tasks[lo:hi], trials, episodes, seed,
+                                task_offset + lo))
+                 for w, (lo, hi) in enumerate(shards)]
+        parts = self._run(calls, "sample", [f"tasks {task_offset + lo}-{task_offset + hi - 1}"
+                                            for lo, hi in shards])
         return Rollouts.concatenate(parts, axis="task")
+
+    def _run(self, calls: list[tuple[int, str, tuple]], what: str,
+             labels: list[str] | None = None) -> list[Any]:
+        """Run ``worker_slot.method(*args)`` for each call and return the results in order.
+        A call whose worker dies is resubmitted to a new worker in that slot, at most
+        ``max_retries`` times (then :class:`SamplerError`)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        def submit(i: int):
+            slot, method, args = calls[i]
+            return getattr(self.workers[slot], method).remote(*args)
+
+        results: list[Any] = [None] * len(calls)
+        failures = [0] * len(calls)
+        pending = {submit(i): i for i in range(len(calls))}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i = pending.pop(ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+            except RayActorError as exc:
+                slot = calls[i][0]
+                failures[i] += 1
+                label = f" ({labels[i]})" if labels else ""
+                cause = _first_line(exc)
+                if failures[i] > self.max_retries:
+                    raise SamplerError(
+                        f"Ray sampler worker {slot}{label} died {_times(failures[i])} in one "
+                        f"{what} call (retries exhausted, max_retries={self.max_retries}): "
+                        f"{type(exc).__name__}: {cause}") from exc
+                log.warning("Ray sampler worker %d%s died (%s: %s); replacing it and "
+                            "re-running its %s call (retry %d of %d)", slot, label,
+                            type(exc).__name__, cause, what, failures[i], self.max_retries)
+                self._replace(slot)
+                pending[submit(i)] = i
+        return results
+
+    def _replace(self, slot: int) -> None:
+        import ray
+
+        try:  # it may be unreachable rather than dead (ActorUnavailableError): make sure
+            ray.kill(self.workers[slot])
+        except Exception:  # already gone: nothing to stop
+            pass
+        self.workers[slot] = self._new_worker()
+        self.replacements += 1
 
     def close(self) -> None:
         import ray
@@ -78,3 +163,12 @@ class RaySampler:
         for worker in self.workers:
             ray.kill(worker)
         self.workers = []
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
