@@ -92,6 +92,11 @@ class FewShotAgent:
         return dataset_signature
 
     @classmethod
+    def memory_needs(cls, config: Any, env: Any) -> list:
+        """None estimated: a learner's batches are a few tasks of images or points."""
+        return []
+
+    @classmethod
     def config_defaults(cls, env: str, config_cls: type) -> dict[str, Any]:
         return dict(getattr(config_cls, "SINUSOID", {})) if env == "sinusoid" else {}
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from metarl.evaluation import EvalRequest, evaluate_policy
+from metarl.memory import Factor, MemoryNeed, rollout_need, steps_key
 
 if TYPE_CHECKING:
     from metarl.envs_api import MetaEnv
@@ -52,6 +53,12 @@ class Agent(Protocol):
     @classmethod
     def make_env(cls, env: str, env_kwargs: dict[str, Any], config: Any) -> Any:
         """The agent's "env" built from the validated settings."""
+
+    @classmethod
+    def memory_needs(cls, config: Any, env: Any) -> list[MemoryNeed]:
+        """What a run with ``config`` (a :class:`~metarl.config.RunConfig`) allocates at
+        once, each buffer on its own (:mod:`metarl.memory`; the CLI refuses a run whose
+        largest need exceeds the machine's memory)."""
 
     def train_iteration(self, sampler: Sampler | None,
                         rng: np.random.Generator) -> dict[str, float]:
@@ -97,6 +104,22 @@ class MetaRLAgent:
         from metarl import envs
 
         return envs.make(env, **env_kwargs)
+
+    @classmethod
+    def memory_needs(cls, config: Any, env: MetaEnv) -> list[MemoryNeed]:
+        """The default: an evaluation's rollouts (``eval_tasks`` x 1 x
+        :attr:`eval_episodes`); agents add their iteration's buffers."""
+        return [cls.rollouts(config, env, "an evaluation's rollouts",
+                             ("tasks", "eval_tasks", config.trainer.eval_tasks),
+                             ("trials", None, 1), ("episodes", None, cls.eval_episodes))]
+
+    @classmethod
+    def rollouts(cls, config: Any, env: MetaEnv, what: str, tasks: Factor, trials: Factor,
+                 episodes: Factor) -> MemoryNeed:
+        """A sampler's rollouts of tasks x trials x episodes of ``env``
+        (:func:`metarl.memory.rollout_need`)."""
+        return rollout_need(what, env, steps_key(cls.env_factory(config.env)), tasks, trials,
+                            episodes)
 
     def eval_trials(self) -> int:
         """Trials per task in an evaluation (gradient-based agents adapt on all trials of a

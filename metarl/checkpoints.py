@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import tempfile
@@ -13,8 +12,7 @@ from typing import Any
 
 import torch
 
-#: the errors of a full disk (or quota): the Trainer reports them as one line
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+from metarl.stopping import NO_SPACE
 
 
 class CheckpointError(ValueError):

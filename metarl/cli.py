@@ -10,14 +10,19 @@ touched.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from metarl.stopping import DiskFull, SamplerError, TrainingDiverged, TrainingStopped
+from metarl.stopping import (
+    NO_SPACE,
+    DiskFull,
+    SamplerError,
+    TrainingDiverged,
+    TrainingStopped,
+)
 
 
 class UsageError(ValueError):
@@ -158,6 +163,7 @@ def check_seed(seed: int, flag: str = "--seed") -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl import agents, runs
+    from metarl.memory import check_memory
     from metarl.run_lock import run_lock
     from metarl.training import latest_checkpoint
 
@@ -171,13 +177,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     values = (runs.resume_values(run_dir, gather_config_values(args, resume=True))
               if args.resume else gather_config_values(args))
     config, env = runs.build_run_config(values)
-    runs.check_memory(runs.memory_needs(config, env))  # sizes that cannot fit, before any file
+    agent_cls, _ = agents.get(config.agent).load()
+    check_memory(agent_cls.memory_needs(config, env))  # sizes that cannot fit, before any file
     if run_dir is None:
         run_dir = runs.default_run_dir(config)
     if not args.resume and latest_checkpoint(run_dir) is not None:  # checked again locked
         raise UsageError(f"run dir {str(run_dir)!r} already holds checkpoints; "
                          f"use --resume to continue it or choose another --run-dir")
-    agent_cls, _ = agents.get(config.agent).load()
     sampler = make_sampler(env, args.sampler, args.workers, args.ray_address) \
         if agent_cls.uses_sampler else None
     trainer = runs.make_trainer(run_dir, config, env, sampler)
@@ -196,6 +202,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from metarl import runs
     from metarl.config import parse_overrides
     from metarl.evaluation import EvalRequest
+    from metarl.memory import check_memory, rollout_need
     from metarl.sampling import LocalSampler
 
     if args.num_tasks is not None and args.num_tasks < 1:
@@ -210,7 +217,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loaded = runs.load(args.run_dir, overrides=overrides)
     sampler = LocalSampler(loaded.env) if loaded.agent.uses_sampler else None
     if sampler is not None:
-        runs.check_memory([runs.rollout_need(
+        check_memory([rollout_need(
             "the evaluation's rollouts", loaded.env, None,
             ("tasks", "--num-tasks", args.num_tasks or loaded.agent.default_eval_tasks),
             ("trials", None, loaded.agent.eval_trials()),
@@ -428,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"metarl: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk outside the training loop (e.g. eval.json)
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno not in NO_SPACE:
             raise
         where = f" writing {os.fspath(exc.filename)!r}" if exc.filename else ""
         print(f"metarl: error: {os.strerror(exc.errno).lower()}{where}", file=sys.stderr)

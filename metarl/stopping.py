@@ -8,12 +8,16 @@ Kept free of heavy imports: the CLI catches these before torch loads.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+#: the errors of a full disk: no space left, or the quota used up
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class TrainingStopped(Exception):

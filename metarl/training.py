@@ -39,7 +39,6 @@ import torch
 
 from metarl.agent import Agent
 from metarl.checkpoints import (
-    NO_SPACE,
     atomic_write_text,
     full_disk_names,
     load_checkpoint,
@@ -58,7 +57,13 @@ from metarl.provenance import (
 )
 from metarl.run_lock import RunDirError
 from metarl.sampling import Sampler
-from metarl.stopping import DiskFull, TrainingDiverged, TrainingStopped, stop_requests
+from metarl.stopping import (
+    NO_SPACE,
+    DiskFull,
+    TrainingDiverged,
+    TrainingStopped,
+    stop_requests,
+)
 
 CHECKPOINT_DIR = "checkpoints"
 #: a run's files besides its checkpoints; a fresh start moves a dead run's aside

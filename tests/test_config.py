@@ -111,7 +111,7 @@ def test_declared_ranges_and_choices():
 
 
 def test_check_memory_names_the_estimate_the_memory_and_the_largest_key():
-    from metarl.runs import MemoryNeed, check_memory
+    from metarl.memory import MemoryNeed, check_memory
 
     need = MemoryNeed("an iteration's rollouts", (("tasks", "tasks_per_iteration", 1000),
                                                   ("trials", None, 1),

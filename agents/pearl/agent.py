@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ from metarl.config import (
     setting,
 )
 from metarl.envs_api import MetaEnv
+from metarl.memory import REPLAY_NUMBER_BYTES, MemoryNeed, numbers
 from metarl.nn.context import ContextEncoder, kl_to_standard_normal, sample_latent
 from metarl.nn.sac import TanhGaussianActor, Temperature, TwinQ, polyak_update, soft_q_target
 from metarl.random import BatchRNG
@@ -241,6 +243,46 @@ def _episodes(steps: int, horizon: int) -> int:
 class PEARLAgent(MetaRLAgent):
     """See the module docstring. Evaluated on trials of ``episodes_per_trial`` episodes; the
     paper's metric is the last one's return."""
+
+    @classmethod
+    def memory_needs(cls, config: Any, env: MetaEnv) -> list[MemoryNeed]:
+        """The first collection (train_tasks x episodes of initial_steps), an iteration's
+        (tasks_per_iteration x episodes of the largest of prior / posterior /
+        extra-posterior steps), an evaluation's (eval_tasks x episodes_per_trial), the
+        replay buffers (train_tasks x the transitions a task gathers over the run on
+        average, at most replay_capacity, plus its encoder buffer's, as float32 rows) and
+        the gradient batch (meta_batch x (batch_size + context_batch) rows)."""
+        cfg, trainer, one = config.agent_config, config.trainer, ("trials", None, 1)
+        horizon = int(env.max_episode_steps)
+
+        def episodes(key: str) -> tuple[str, str, int]:
+            return "episodes", key, -(-getattr(cfg, key) // horizon)  # rounded up
+
+        collecting = ("prior_steps", "posterior_steps", "extra_posterior_steps")
+        largest = max(collecting, key=lambda key: getattr(cfg, key))
+        initial = episodes("initial_steps")[2] * horizon
+        per_visit = horizon * sum(episodes(key)[2] for key in collecting)
+        visits = -(-trainer.iterations * cfg.tasks_per_iteration // cfg.train_tasks)
+        replay = min(cfg.replay_capacity, initial + visits * per_visit)
+        encoder = min(cfg.replay_capacity, max(initial, horizon * sum(
+            episodes(key)[2] for key in ("prior_steps", "posterior_steps"))))
+        width = REPLAY_NUMBER_BYTES * (2 * numbers(env.observation_space)
+                                       + numbers(env.action_space) + 2)
+        return [cls.rollouts(config, env, "the first collection",
+                             ("tasks", "train_tasks", cfg.train_tasks), one,
+                             episodes("initial_steps")),
+                cls.rollouts(config, env, "an iteration's collection",
+                             ("tasks", "tasks_per_iteration", cfg.tasks_per_iteration), one,
+                             episodes(largest)),
+                cls.rollouts(config, env, "an evaluation's rollouts",
+                             ("tasks", "eval_tasks", trainer.eval_tasks), one,
+                             ("episodes", "episodes_per_trial", cfg.episodes_per_trial)),
+                MemoryNeed("PEARL's replay buffers", (
+                    ("tasks", "train_tasks", cfg.train_tasks),
+                    ("transitions", "replay_capacity", replay + encoder)), width),
+                MemoryNeed("PEARL's gradient batch", (
+                    ("tasks", "meta_batch", cfg.meta_batch),
+                    ("transitions", "batch_size", cfg.batch_size + cfg.context_batch)), width)]
 
     def __init__(self, env: MetaEnv, config: PEARLConfig, device: str = "cpu"):
         if not isinstance(env.action_space, spaces.Box):

@@ -22,6 +22,7 @@ from metarl.config import (
     setting,
 )
 from metarl.envs_api import MetaEnv
+from metarl.memory import MemoryNeed
 from metarl.nn import (
     CategoricalHead,
     RecurrentNet,
@@ -215,6 +216,18 @@ class RL2Agent(MetaRLAgent):
         self.value_norm = RunningNorm().to(self.device)
         self.iteration = 0
         self._side = SideThread("rl2") if config.second_thread else None
+
+    @classmethod
+    def memory_needs(cls, config: Any, env: MetaEnv) -> list[MemoryNeed]:
+        """An iteration's and an evaluation's rollouts: tasks_per_iteration (eval_tasks) x
+        1 x episodes_per_trial."""
+        cfg, one = config.agent_config, ("trials", None, 1)
+        episodes = ("episodes", "episodes_per_trial", cfg.episodes_per_trial)
+        return [cls.rollouts(config, env, "an iteration's rollouts",
+                             ("tasks", "tasks_per_iteration", cfg.tasks_per_iteration), one,
+                             episodes),
+                cls.rollouts(config, env, "an evaluation's rollouts",
+                             ("tasks", "eval_tasks", config.trainer.eval_tasks), one, episodes)]
 
     def policy(self, deterministic: bool = False) -> RL2Policy:
         return RL2Policy(self.policy_net, self.inputs, deterministic, self._side)

@@ -31,6 +31,7 @@ from metarl.config import (
     check_settings,
     setting,
 )
+from metarl.memory import MemoryNeed
 from metarl.meta.adapt import InnerLoop, LossFn, Params, adapt_batch, parameters_of
 from metarl.nn import GaussianMLP, NumpyGaussianMLP, discounted_returns, gae
 from metarl.nn.linear_value import linear_value_estimates
@@ -376,6 +377,19 @@ class GradientMetaAgent(MetaRLAgent):
     def update(self, data: list[PolicyData]) -> dict[str, float]:
         """The outer update from the episodes of the meta-batch (last = post-update)."""
         raise NotImplementedError
+
+    @classmethod
+    def memory_needs(cls, config: Any, env: Any) -> list[MemoryNeed]:
+        """An iteration's rollouts (meta_batch x rollouts_per_task x (inner_steps + 1)) and
+        an evaluation's (eval_tasks x rollouts_per_task x :attr:`eval_episodes`)."""
+        cfg = config.agent_config
+        trials = ("trials", "rollouts_per_task", cfg.rollouts_per_task)
+        return [cls.rollouts(config, env, "an iteration's rollouts",
+                             ("tasks", "meta_batch", cfg.meta_batch), trials,
+                             ("episodes", "inner_steps", cfg.inner_steps + 1)),
+                cls.rollouts(config, env, "an evaluation's rollouts",
+                             ("tasks", "eval_tasks", config.trainer.eval_tasks), trials,
+                             ("episodes", None, cls.eval_episodes))]
 
     def eval_trials(self) -> int:
         """Evaluated with as many trials per task as it trains with (MAML-RL's protocol): the

@@ -1,7 +1,7 @@
 """Bad values are refused up front: exit code 2, one line naming the key, the value and what
 is allowed, and nothing created on disk. Covers the declared ranges of every config field
-(metarl/config.py ``setting``), the memory estimate (metarl/runs.py ``memory_needs``) and
-unwritable ``--out`` paths."""
+(metarl/config.py ``setting``), the memory estimate (each agent's ``memory_needs``,
+metarl/memory.py) and unwritable ``--out`` paths."""
 
 import dataclasses
 import json
@@ -13,7 +13,7 @@ import pytest
 from metarl import agents
 from metarl.cli import main
 from metarl.config import TrainerConfig, setting_rules
-from metarl.runs import format_bytes, physical_memory
+from metarl.memory import format_bytes, physical_memory
 
 #: an env each agent trains on (the few-shot metric learners classify; their ranges are
 #: checked before any data is read)
@@ -198,12 +198,14 @@ def test_pearls_replay_buffers_are_estimated(workdir, capsys):
 def test_the_memory_estimate_of_a_preset_is_modest():
     """The shipped presets stay far below a small machine's memory (the estimate refuses
     only sizes that cannot fit)."""
+    from metarl import agents
     from metarl.config import PRESETS_DIR, load_yaml
-    from metarl.runs import build_run_config, memory_needs
+    from metarl.runs import build_run_config
 
     for path in sorted(PRESETS_DIR.rglob("*.yaml")):
         config, env = build_run_config(load_yaml(path))
-        assert max(need.bytes for need in memory_needs(config, env)) < 4 * 2**30, path
+        needs = agents.get(config.agent).load()[0].memory_needs(config, env)
+        assert max(need.bytes for need in needs) < 4 * 2**30, path
 
 
 def test_an_evaluation_that_cannot_fit_is_refused(tiny_run, tmp_path, capsys):
