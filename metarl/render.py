@@ -203,38 +203,39 @@ def text_right(text: str, font, x: float = 0.0) -> float:
 def wrap(text: str, font, width: float) -> list[str]:
     """``text`` broken into lines at most ``width`` pixels wide: after commas where that
     is enough, else at spaces (a word wider than a line is broken inside)."""
+    chunks = re.split(r"(?<=,) (?![^(]*\))", text)  # not inside parentheses
+    return _fill(chunks, font, width, lambda chunk: _fill(
+        chunk.split(" "), font, width, lambda word: _break(word, font, width)))
+
+
+def _fill(pieces: Sequence[str], font, width: float,
+          split: Callable[[str], list[str]]) -> list[str]:
+    """Greedy lines of ``pieces`` joined by spaces; a piece that does not fit on a line of
+    its own is cut by ``split`` (its last part starts the next line)."""
     lines: list[str] = []
     line = ""
-    for chunk in re.split(r"(?<=,) (?![^(]*\))", text):  # not inside parentheses
-        candidate = f"{line} {chunk}" if line else chunk
+    for piece in pieces:
+        candidate = f"{line} {piece}" if line else piece
         if text_right(candidate, font) <= width:
             line = candidate
             continue
         if line:
             lines.append(line)
-        *full, line = _wrap_words(chunk, font, width)
+        *full, line = split(piece)
         lines.extend(full)
     return [*lines, line]
 
 
-def _wrap_words(text: str, font, width: float) -> list[str]:
-    lines: list[str] = []
-    line = ""
-    for word in text.split(" "):
-        candidate = f"{line} {word}" if line else word
-        if text_right(candidate, font) <= width:
-            line = candidate
-            continue
-        if line:
-            lines.append(line)
-        line = word
-        while text_right(line, font) > width and len(line) > 1:
-            cut = len(line) - 1
-            while cut > 1 and text_right(line[:cut], font) > width:
-                cut -= 1
-            lines.append(line[:cut])
-            line = line[cut:]
-    return [*lines, line]
+def _break(word: str, font, width: float) -> list[str]:
+    """``word`` cut into pieces at most ``width`` pixels wide (at least a character each)."""
+    pieces = []
+    while text_right(word, font) > width and len(word) > 1:
+        cut = len(word) - 1
+        while cut > 1 and text_right(word[:cut], font) > width:
+            cut -= 1
+        pieces.append(word[:cut])
+        word = word[cut:]
+    return [*pieces, word]
 
 
 def _fit(text: str, font, width: float) -> str:

@@ -260,7 +260,8 @@ class Trainer:
                   **machine_record(), "settings": self.config.to_flat()}
         write_segments(path, [*read_segments(path), record])
 
-    def _iteration(self, it: int, env_steps: int, writer: Any, bar: Any) -> int:
+    def _iteration(self, it: int, env_steps: int, writer: Any,
+                   bar: _TrainingProgress) -> int:
         """Run, log, check (:func:`nonfinite_quantity`) and, when due, save iteration
         ``it``; returns the env steps so far."""
         cfg = self.config.trainer
@@ -287,8 +288,7 @@ class Trainer:
             raise TrainingDiverged(it, bad, latest_checkpoint(self.run_dir))
         if self._checkpoint_due(it):
             self.save(it + 1)
-        if bar is not None:
-            bar.update(it + 1, metrics, env_steps)
+        bar.update(it + 1, metrics, env_steps)
         return env_steps
 
     def _checkpoint_due(self, it: int) -> bool:
@@ -296,11 +296,10 @@ class Trainer:
         return (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations
 
     @staticmethod
-    def _close(writer: Any, bar: Any, failed: bool = False) -> None:
+    def _close(writer: Any, bar: _TrainingProgress, failed: bool = False) -> None:
         """Close the progress display and TensorBoard; after a failure, quietly (a full disk
         fails the TensorBoard flush too, and the first error is the one to report)."""
-        if bar is not None:
-            bar.close(final=not failed)
+        bar.close(final=not failed)
         if writer:
             try:
                 writer.close()

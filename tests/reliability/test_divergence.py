@@ -2,7 +2,6 @@
 and one line naming the iteration, the quantity and the last good checkpoint, which stays
 finite and loadable; nothing of the diverged iteration is saved."""
 
-import csv
 import math
 import re
 import subprocess
@@ -12,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from as_a_user import finite_weights, messages, metarl, progress_rows
 
-CLI = [sys.executable, "-m", "metarl.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 300
 RL2_TINY = ["tasks_per_iteration=4", "hidden_size=8", "episodes_per_trial=2", "eval_tasks=2",
@@ -23,29 +22,7 @@ PEARL_TINY = ["train_tasks=4", "initial_steps=20", "prior_steps=20", "extra_post
               "context_batch=6", "hidden_size=16", "encoder_hidden=16", "eval_tasks=2"]
 
 
-def _rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "progress.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
-
-def _messages(stderr: str) -> list[str]:
-    """stderr without the progress lines (``train 3/10 (30%) | ... | elapsed 0:00:02 ...``,
-    also of the final evaluation)."""
-    return [line for line in stderr.splitlines() if " | elapsed " not in line]
-
-
-def _finite_weights(state) -> bool:
-    if isinstance(state, torch.Tensor):
-        return not state.is_floating_point() or bool(torch.isfinite(state).all())
-    if isinstance(state, dict):
-        return all(_finite_weights(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return all(_finite_weights(v) for v in state)
-    return True
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=TIMEOUT)
 
 
 # ------------------------------------------------------------- through the command line
@@ -63,26 +40,26 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_a_huge_learning_rate_stops_the_run_with_exit_3_and_saves_nothing(
         tmp_path, agent, settings, problem):
     run = tmp_path / "run"
-    done = _run("train", agent, "bandit" if agent == "rl2" else "point-nav", "--iterations",
+    done = metarl("train", agent, "bandit" if agent == "rl2" else "point-nav", "--iterations",
                 "5", "--run-dir", str(run), "--set", *settings, "checkpoint_every=1")
     assert done.returncode == 3, done.stderr
-    (message,) = _messages(done.stderr)
+    (message,) = messages(done.stderr)
     assert re.fullmatch(f"metarl: diverged at iteration 0: {problem}; no checkpoint was "
                         f"saved yet", message), message
     assert not done.stdout  # no final evaluation of a diverged run
     assert not (run / "checkpoints").exists() and not (run / "eval.json").exists()
-    assert [r["iteration"] for r in _rows(run)] == ["0"]  # the diverged row, to look at
+    assert [r["iteration"] for r in progress_rows(run)] == ["0"]  # the diverged row, to look at
 
 
 @pytest.mark.reliability_slow
 def test_divergence_after_a_fork_keeps_the_last_good_checkpoint(tmp_path):
     """A run forked with ``lr=1e30`` (the documented way to change a setting) diverges in its
     first iteration; its checkpoint is kept as it was and loads with finite weights."""
-    import metarl
+    from metarl.runs import load
 
     source, fork = tmp_path / "source", tmp_path / "fork"
-    done = _run("train", "rl2", "bandit", "--iterations", "2", "--run-dir", str(source),
-                "--set", *RL2_TINY, "checkpoint_every=1")
+    done = metarl("train", "rl2", "bandit", "--iterations", "2", "--run-dir", str(source),
+                  "--set", *RL2_TINY, "checkpoint_every=1")
     assert done.returncode == 0, done.stderr
     forked = subprocess.run([sys.executable, str(ROOT / "experiments" / "fork_run.py"),
                              str(source), "--iteration", "2", "--to", str(fork), "--set",
@@ -91,16 +68,16 @@ def test_divergence_after_a_fork_keeps_the_last_good_checkpoint(tmp_path):
     assert forked.returncode == 0, forked.stderr
     good = fork / "checkpoints" / "iter_000002.pt"
     before = good.read_bytes()
-    resumed = _run("train", "--resume", "--run-dir", str(fork), "--iterations", "6")
+    resumed = metarl("train", "--resume", "--run-dir", str(fork), "--iterations", "6")
     assert resumed.returncode == 3, resumed.stderr
-    assert _messages(resumed.stderr) == [
+    assert messages(resumed.stderr) == [
         f"resuming {fork} at iteration 2",
         f"metarl: diverged at iteration 2: value_loss is nan; last good checkpoint: {good}"]
     assert [p.name for p in (fork / "checkpoints").iterdir()] == [good.name]  # no iter 3
     assert good.read_bytes() == before
-    loaded = metarl.load(fork)
-    assert loaded.iteration == 2 and _finite_weights(loaded.agent.state_dict())
-    rows = _rows(fork)
+    loaded = load(fork)
+    assert loaded.iteration == 2 and finite_weights(loaded.agent.state_dict())
+    rows = progress_rows(fork)
     assert [r["iteration"] for r in rows] == ["0", "1", "2"]
     assert math.isnan(float(rows[2]["value_loss"]))
 
@@ -156,7 +133,7 @@ def test_the_trainer_checks_metrics_gradients_and_parameters(tmp_path, what, qua
     assert sorted(p.name for p in good.parent.iterdir()) == [
         "iter_000001.pt", "iter_000002.pt", "iter_000003.pt"]  # none for the diverged one
     state = load_checkpoint(good)
-    assert state["agent"]["done"] == 3 and _finite_weights(state["agent"])
+    assert state["agent"]["done"] == 3 and finite_weights(state["agent"])
 
 
 def test_nonfinite_quantity_finds_modules_in_containers_and_falls_back_to_state_dict():

@@ -5,7 +5,6 @@ The workers are killed with SIGKILL on their real process ids: from the test (a 
 waits until the worker is inside ``sample``), or by the policy itself in the worker. The
 policies here run slowly or die only in a Ray worker process, never in the test process."""
 
-import csv
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from as_a_user import progress_rows
 
 from metarl.envs import make
 from metarl.policy import StatelessPolicy
@@ -286,13 +286,13 @@ def test_exhausted_retries_leave_the_last_checkpoint(workload, sampler, tmp_path
     with pytest.raises(SamplerError, match="died once in one sample call"):
         failing.train(progress=False)
     assert latest_checkpoint(tmp_path / "failed").name == "iter_000002.pt"
-    assert [r["iteration"] for r in _rows(tmp_path / "failed")] == ["0", "1"]
+    assert [r["iteration"] for r in progress_rows(tmp_path / "failed")] == ["0", "1"]
     sampler.max_retries = 3
     resumed = runs.make_trainer(tmp_path / "failed", config, env, sampler)
     assert resumed.resume() == 2
     resumed.train(progress=False)
     runs.make_trainer(tmp_path / "full", config, env, sampler).train(progress=False)
-    failed_rows, full_rows = _rows(tmp_path / "failed"), _rows(tmp_path / "full")
+    failed_rows, full_rows = progress_rows(tmp_path / "failed"), progress_rows(tmp_path / "full")
     assert len(failed_rows) == len(full_rows) == 4
     for a, b in zip(failed_rows, full_rows, strict=True):
         assert {k: v for k, v in a.items() if k != "time_s"} == {
@@ -365,7 +365,7 @@ def _kill_a_worker(proc: subprocess.Popen, run: Path, rows: int) -> tuple[int, i
     caught inside ``sample`` if that happens within 0.5 s (the bandit's samples are short),
     else an idle one (the next call finds it dead)."""
     deadline = time.time() + 120
-    while len(_rows(run)) < rows:
+    while len(progress_rows(run)) < rows:
         if proc.poll() is not None or time.time() > deadline:
             return None
         time.sleep(0.01)
@@ -376,17 +376,10 @@ def _kill_a_worker(proc: subprocess.Popen, run: Path, rows: int) -> tuple[int, i
         if busy or (time.time() > deadline and workers):
             victim = (busy or list(workers))[0]
             os.kill(victim, signal.SIGKILL)
-            return victim, len(_rows(run))
+            return victim, len(progress_rows(run))
         time.sleep(0.002)
     return None
 
-
-def _rows(run: Path) -> list[dict]:
-    path = run / "progress.csv"
-    if not path.exists():
-        return []
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.mark.reliability_slow
@@ -396,7 +389,8 @@ def test_training_survives_a_killed_worker(tmp_path):
     assert killed[1] < 10, "the run had finished its iterations when the worker was killed"
     assert "Ray sampler worker" in err and "replacing it" in err, err
     _train(tmp_path / "healthy")
-    killed_rows, healthy_rows = _rows(tmp_path / "killed"), _rows(tmp_path / "healthy")
+    killed_rows = progress_rows(tmp_path / "killed")
+    healthy_rows = progress_rows(tmp_path / "healthy")
     assert len(killed_rows) == len(healthy_rows) == 10
     for a, b in zip(killed_rows, healthy_rows, strict=True):
         assert {k: v for k, v in a.items() if k != "time_s"} == {

@@ -3,7 +3,6 @@ one training per run dir (the lock), a fresh start over a run that died before i
 checkpoint, a ``progress.csv`` line torn by ``kill -9``, TensorBoard after a resume, a full
 disk while checkpointing, and the progress lines when stderr is not a terminal."""
 
-import csv
 import json
 import os
 import shutil
@@ -14,17 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from as_a_user import CLI, finite_weights, messages, progress_rows, without_time
 
-CLI = [sys.executable, "-m", "metarl.cli"]
 TINY = ["tasks_per_iteration=4", "hidden_size=8", "episodes_per_trial=2", "eval_tasks=2",
         "ppo_epochs=2", "minibatches=2"]
 TIMEOUT = 180
 
-
-def _rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "progress.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _complete_rows(run: Path) -> int:
@@ -53,24 +47,7 @@ def _wait_for(condition, proc: subprocess.Popen, what: str) -> None:
         time.sleep(0.05)
 
 
-def _messages(stderr: str) -> list[str]:
-    """stderr without the progress lines (``train 3/10 (30%) | ... | elapsed 0:00:02 ...``,
-    also of the final evaluation)."""
-    return [line for line in stderr.splitlines() if " | elapsed " not in line]
 
-
-def _without_time(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{k: v for k, v in row.items() if k != "time_s"} for row in rows]
-
-
-def _finite_weights(state) -> bool:
-    if isinstance(state, torch.Tensor):
-        return not state.is_floating_point() or bool(torch.isfinite(state).all())
-    if isinstance(state, dict):
-        return all(_finite_weights(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return all(_finite_weights(v) for v in state)
-    return True
 
 
 # ------------------------------------------------------------------------ the lock
@@ -96,7 +73,7 @@ def test_a_second_training_on_a_busy_run_dir_exits_2_naming_the_holder(tmp_path)
         first.send_signal(signal.SIGTERM)
         _, first_err = first.communicate(timeout=TIMEOUT)
     assert first.returncode == 128 + signal.SIGTERM, first_err
-    rows = _rows(run)  # exactly the first run's rows: nothing moved, mixed or appended
+    rows = progress_rows(run)  # exactly the first run's rows: nothing moved, mixed or appended
     assert [int(r["iteration"]) for r in rows] == list(range(len(rows)))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         f"iter_{len(rows):06d}.pt"]
@@ -129,21 +106,21 @@ def test_a_new_training_sets_aside_a_run_killed_before_its_first_checkpoint(tmp_
     _wait_for(lambda: _complete_rows(run) >= 3, dead, "three progress rows")
     dead.kill()
     dead.wait(timeout=TIMEOUT)
-    dead_rows = _rows(run)
+    dead_rows = progress_rows(run)
     assert not (run / "checkpoints").exists() and len(dead_rows) >= 3
 
     done = _train(*common, "checkpoint_every=1", "--iterations", "2")
     assert done.returncode == 0, done.stderr
-    messages = _messages(done.stderr)
+    lines = messages(done.stderr)
     aside = [p for p in run.iterdir() if p.name.startswith("abandoned-")]
-    assert len(aside) == 1 and len(messages) == 1, done.stderr
-    assert messages[0] == (f"metarl: {str(run)!r} held a run that stopped before its first "
-                           f"checkpoint; its files are now in {str(aside[0])!r}")
+    assert len(aside) == 1 and len(lines) == 1, done.stderr
+    assert lines[0] == (f"metarl: {str(run)!r} held a run that stopped before its first "
+                        f"checkpoint; its files are now in {str(aside[0])!r}")
     # the new run's files hold the new run only; the dead run's are kept aside, whole
-    assert [r["iteration"] for r in _rows(run)] == ["0", "1"]
+    assert [r["iteration"] for r in progress_rows(run)] == ["0", "1"]
     assert len((run / "segments.jsonl").read_text().splitlines()) == 1
     assert len(list((run / "tb").iterdir())) == 1
-    assert _rows(aside[0])[:len(dead_rows)] == dead_rows
+    assert progress_rows(aside[0])[:len(dead_rows)] == dead_rows
     assert {p.name for p in aside[0].iterdir()} == {"config.yaml", "progress.csv",
                                                      "segments.jsonl", "tb"}
     assert json.loads(done.stdout)["iterations"] == 2
@@ -189,10 +166,11 @@ def test_a_progress_line_torn_by_kill_9_is_dropped_on_resume(tmp_path):
     total = str(done_rows + 2)
     resumed = _train("--resume", "--run-dir", str(cut), "--iterations", total)
     assert resumed.returncode == 0, resumed.stderr
-    assert _messages(resumed.stderr) == [f"resuming {cut} at iteration {checkpoint}"]
+    assert messages(resumed.stderr) == [f"resuming {cut} at iteration {checkpoint}"]
     uninterrupted = _train(*common, "--iterations", total, "--run-dir", str(full))
     assert uninterrupted.returncode == 0, uninterrupted.stderr
-    assert _without_time(_rows(cut)) == _without_time(_rows(full))  # no torn, lost or extra row
+    # no torn, lost or extra row
+    assert without_time(progress_rows(cut)) == without_time(progress_rows(full))
 
 
 @pytest.mark.parametrize("tear", ["half a row", "no newline", "a cr only", "iteration prefix",
@@ -281,12 +259,12 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
     assert done.returncode == 2, done.stderr
     last, failed = (run / "checkpoints" / "iter_000001.pt", run / "checkpoints" /
                     "iter_000002.pt")
-    assert _messages(done.stderr) == [
+    assert messages(done.stderr) == [
         f"metarl: error: no space left on device writing {str(failed)!r}; the last "
         f"checkpoint {str(last)!r} is intact; free space and continue with --resume"]
     assert [p.name for p in (run / "checkpoints").iterdir()] == [last.name]  # no temp file
     loaded = metarl.load(run)
-    assert loaded.iteration == 1 and _finite_weights(loaded.agent.state_dict())
+    assert loaded.iteration == 1 and finite_weights(loaded.agent.state_dict())
 
 
 def _user_namespaces() -> bool:
@@ -329,19 +307,19 @@ def test_a_real_full_disk_is_one_line_and_the_run_resumes(tmp_path):
                    timeout=TIMEOUT)
     err, run = (tmp_path / "err").read_text(), tmp_path / "run"
     assert (tmp_path / "rc").read_text().strip() == "2", err
-    messages = _messages(err)
-    assert len(messages) == 1 and "Traceback" not in err, err
-    assert messages[0].startswith("metarl: error: no space left on device writing ")
+    lines = messages(err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("metarl: error: no space left on device writing ")
     last = max((run / "checkpoints").glob("iter_*.pt"))
     assert f"the last checkpoint {str(mnt / 'run' / 'checkpoints' / last.name)!r} is intact" \
-        in messages[0]
+        in lines[0]
     assert not list((run / "checkpoints").glob(".iter_*"))
     loaded = metarl.load(run)
-    assert loaded.iteration == int(last.stem[5:]) and _finite_weights(loaded.agent.state_dict())
+    assert loaded.iteration == int(last.stem[5:]) and finite_weights(loaded.agent.state_dict())
     total = str(loaded.iteration + 1)
     resumed = _train("--resume", "--run-dir", str(run), "--iterations", total)
     assert resumed.returncode == 0, resumed.stderr
-    assert [int(r["iteration"]) for r in _rows(run)] == list(range(int(total)))
+    assert [int(r["iteration"]) for r in progress_rows(run)] == list(range(int(total)))
 
 
 # ------------------------------------------------------------ progress without a terminal
