@@ -53,8 +53,8 @@ def check_config(values: dict[str, Any]) -> RunConfig:
 def build_run_config(values: dict[str, Any]) -> tuple[RunConfig, Any]:
     """Validate flat config values; returns the config and the agent's "env" (a task
     distribution, or a few-shot learner's dataset), built as the agent says."""
-    agent_cls, _, _ = _agent_and_env_factory(values)
     config = check_config(values)
+    agent_cls, _ = agents.get(config.agent).load()
     try:
         env = agent_cls.make_env(config.env, config.env_kwargs, config.agent_config)
     except (FileNotFoundError, TypeError, ValueError) as exc:
