@@ -35,6 +35,15 @@ REGISTRY: dict[str, AgentSpec] = {
                        "ProMP: clipped meta-objective, LVC inner estimator (continuous)"),
     "pearl": AgentSpec("pearl", "pearl", "PEARLAgent", "PEARLConfig",
                        "PEARL: SAC with a probabilistic context encoder (continuous)"),
+    "grbal": AgentSpec("grbal", "model_based", "ModelBasedAgent", "GrBALConfig",
+                       "GrBAL: dynamics model meta-trained for a gradient step on the last M "
+                       "steps, MPC", envs=("mujoco",)),
+    "rebal": AgentSpec("rebal", "model_based", "ModelBasedAgent", "ReBALConfig",
+                       "ReBAL: recurrent dynamics model adapting through its hidden state, MPC",
+                       envs=("mujoco",)),
+    "mb-mpc": AgentSpec("mb-mpc", "model_based", "ModelBasedAgent", "MBMPCConfig",
+                        "one dynamics model for all tasks, MPC (optionally dynamic evaluation)",
+                        envs=("mujoco",)),
     # few-shot learners (datasets: sinusoid, omniglot, image-folder)
     "maml": AgentSpec("maml", "fewshot", "MAMLAgent", "MAMLAgentConfig",
                       "MAML (second order) on the shared functional core", "few-shot"),

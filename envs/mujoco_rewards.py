@@ -1,50 +1,77 @@
 """The reward math of the MuJoCo task distributions, on arrays whose leading dimensions index
 environments (none for a single env): the single envs (:mod:`metarl.envs.mujoco_tasks`) and
-the batched one (:mod:`metarl.envs.mujoco_vector`) compute their rewards with these."""
+the batched one (:mod:`metarl.envs.mujoco_vector`) compute their rewards with these, and so
+does ``MujocoTaskEnv.reward`` on observed transitions. Every function takes numpy arrays or
+torch tensors (:func:`array_namespace`) and returns the same kind."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
+#: a numpy array or a torch tensor
+Array: TypeAlias = "np.ndarray | torch.Tensor"
 #: a task's parameters as arrays (``[B, ...]`` when stacked over environments)
-Params = dict[str, np.ndarray]
+Params = dict[str, Array]
 
 
 class StepState(NamedTuple):
     """What the rewards are computed from after a step; every array has the environments'
     leading dimensions (none for a single env)."""
 
-    qpos: np.ndarray  # [..., nq]
-    qvel: np.ndarray  # [..., nv]
-    x_velocity: np.ndarray  # [...]
-    xy_velocity: np.ndarray | None = None  # [..., 2], ant: of the main body
-    cfrc_ext: np.ndarray | None = None  # [..., nbody, 6], ant
+    qpos: Array  # [..., nq]
+    qvel: Array  # [..., nv]
+    x_velocity: Array  # [...]
+    xy_velocity: Array | None = None  # [..., 2], ant: of the main body
+    cfrc_ext: Array | None = None  # [..., nbody, 6], ant (without the world body: from obs)
 
 
-def ctrl_cost(action: np.ndarray, low: np.ndarray, high: np.ndarray,
-              weight: float) -> np.ndarray:
-    """``c ||a||^2`` of the commanded action clipped to ``[low, high]`` (in float64)."""
-    a = np.minimum(np.maximum(np.asarray(action, dtype=np.float64), low), high)
-    return weight * np.square(a).sum(-1)
+def array_namespace(x: Any) -> ModuleType:
+    """``torch`` for a torch tensor, else ``numpy`` (torch is never imported here)."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and isinstance(x, torch.Tensor) else np
 
 
-def contact_cost(cfrc_ext: np.ndarray, force_range: Sequence[float],
-                 weight: float) -> np.ndarray:
-    """Gymnasium's ant contact cost: ``c`` times the squared clipped external forces."""
-    return weight * np.square(np.clip(cfrc_ext, *force_range)).sum((-2, -1))
+def as_array_like(value: Any, like: Array) -> Array:
+    """``value`` as an array of ``like``'s kind and dtype (and device, for a tensor)."""
+    xp = array_namespace(like)
+    if xp is np:
+        return np.asarray(value, dtype=like.dtype)
+    return xp.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
-def healthy_reward(qpos: np.ndarray, qvel: np.ndarray, z_range: Sequence[float],
-                   reward: float) -> np.ndarray:
+def ctrl_cost(action: Array, low: np.ndarray, high: np.ndarray, weight: float) -> Array:
+    """``c ||a||^2`` of the commanded action clipped to ``[low, high]`` (numpy: in float64;
+    torch: in the tensor's dtype)."""
+    xp = array_namespace(action)
+    if xp is np:
+        action = np.asarray(action, dtype=np.float64)
+    a = xp.clip(action, as_array_like(low, action), as_array_like(high, action))
+    return weight * xp.square(a).sum(-1)
+
+
+def contact_cost(cfrc_ext: Array, force_range: Sequence[float], weight: float) -> Array:
+    """Gymnasium's ant contact cost: ``c`` times the squared clipped external forces (the
+    world body's, always zero, may be left out)."""
+    xp = array_namespace(cfrc_ext)
+    return weight * xp.square(xp.clip(cfrc_ext, *force_range)).sum((-2, -1))
+
+
+def healthy_reward(qpos: Array, qvel: Array, z_range: Sequence[float], reward: float) -> Array:
     """Gymnasium's ant healthy bonus: ``reward`` if the state is finite and the torso height
     ``qpos[2]`` lies in ``z_range``."""
+    xp = array_namespace(qpos)
     z = qpos[..., 2]
-    healthy = (np.isfinite(qpos).all(-1) & np.isfinite(qvel).all(-1)
+    healthy = (xp.isfinite(qpos).all(-1) & xp.isfinite(qvel).all(-1)
                & (z_range[0] <= z) & (z <= z_range[1]))
-    return reward * healthy
+    return xp.where(healthy, reward, xp.zeros_like(z))
 
 
 def actuator_controls(params: Params, action: np.ndarray) -> np.ndarray:

@@ -11,6 +11,11 @@ ant's ``xpos`` (which lags ``qpos`` by one substep after ``mj_step``) nor its ``
 With ``nthread > 1`` the loop is split over a thread pool (MuJoCo releases the GIL while
 stepping); keep ``nthread=1`` where processes already use every core, e.g. in Ray workers.
 
+Actuators a task disables from a step of the episode on (``cripple_at``) follow each
+environment's own step count, as in the single envs (``MujocoTaskEnv._controls``); where the
+ant's observation keeps the root position, ``mj_kinematics`` after each step keeps ``xpos`` in
+step with ``qpos``, as the single ant does.
+
 Reset noise follows gymnasium's v5 ``reset_model`` for both robots (``qpos`` uniform in
 ``+-reset_noise_scale``, ``qvel`` normal with that scale) and is drawn from the
 :class:`~metarl.random.BatchRNG` passed to :meth:`~VectorMujocoTaskEnv.reset`, so an
@@ -25,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from metarl.envs._render import gl_free_import
-from metarl.envs.mujoco_rewards import Params, StepState, actuator_controls
+from metarl.envs.mujoco_rewards import Params, StepState
 from metarl.envs_api import MetaEnv, VectorMetaEnv
 from metarl.random import BatchRNG, as_batch_rng
 from metarl.types import Task
@@ -50,6 +55,7 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
         self.model = proto.model
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
         self._ant = isinstance(proto, AntEnv)  # velocity of a body, external forces
+        self._kinematics = self._ant and proto._root_observed  # xpos in step with qpos
         self._body = self.model.body(proto._main_body).id if self._ant else 0
         self._qpos = np.zeros((num_envs, self.model.nq))
         self._qvel = np.zeros((num_envs, self.model.nv))
@@ -74,8 +80,7 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
     def set_tasks(self, tasks: Sequence[Task]) -> None:
         if len(tasks) != self.num_envs:
             raise ValueError(f"{len(tasks)} tasks for {self.num_envs} environments")
-        params = [self.env._task_params(task) for task in tasks]
-        self._params: Params = {key: np.stack([p[key] for p in params]) for key in params[0]}
+        self._params: Params = self.env.stacked_params(tasks)
         self.tasks = tuple(tasks)
 
     # ----------------------------------------------------------------------- episodes
@@ -101,7 +106,8 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
             raise ValueError(f"actions of shape {actions.shape}, expected "
                              f"{(self.num_envs, *self.single_action_space.shape)}")
         before = self._xy.copy() if self._ant else self._qpos[:, 0].copy()
-        self._simulate(actuator_controls(self._params, actions.astype(np.float64)))
+        self._simulate(self.env._controls(self._params, actions.astype(np.float64),
+                                          self._elapsed))
         state = self._step_state(before)
         terms = self.env.reward_terms(self._params, state, actions)
         self._elapsed += 1
@@ -129,13 +135,16 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
             future.result()
 
     def _step_range(self, index: list[int], ctrl: np.ndarray) -> None:
-        model, frames, ant = self.model, self.env.frame_skip, self._ant
+        model, frames, ant, kinematics = (self.model, self.env.frame_skip, self._ant,
+                                          self._kinematics)
         for i in index:
             data, data_ctrl = self._io[i][:2]
             data_ctrl[:] = ctrl[i]
             mujoco.mj_step(model, data, frames)
             if ant:  # cfrc_ext, as gymnasium's _step_mujoco_simulation
                 mujoco.mj_rnePostConstraint(model, data)
+            if kinematics:  # as the single ant env where the observation has the root
+                mujoco.mj_kinematics(model, data)
             self._read(i)
 
     def _read(self, i: int) -> None:

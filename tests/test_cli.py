@@ -45,10 +45,9 @@ def test_console_scripts(tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["train", "nope", "bandit"], "unknown agent 'nope'; valid agents: anil, cnp, fomaml, maml, "
-                                  "maml-trpo, matchingnet, meta-sgd, pearl, promp, protonet, "
-                                  "reptile, "
-                                  "rl2"),
+    (["train", "nope", "bandit"], "unknown agent 'nope'; valid agents: anil, cnp, fomaml, "
+                                  "grbal, maml, maml-trpo, matchingnet, mb-mpc, meta-sgd, "
+                                  "pearl, promp, protonet, rebal, reptile, rl2"),
     (["train", "rl2", "nope"], "unknown env 'nope'; valid envs: "),
     (["train", "rl2", "bandit", "--set", "lrr=1"], "unknown config key 'lrr'"),
     (["train", "rl2", "bandit", "--set", "lr=fast"], "config key 'lr' expects float, got 'fast'"),

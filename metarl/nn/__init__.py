@@ -1,5 +1,6 @@
 """Networks, action heads and shared losses."""
 
+from metarl.nn.dynamics import DeltaMLP, RecurrentDelta, TransitionStats
 from metarl.nn.heads import CategoricalHead, GaussianHead, make_head
 from metarl.nn.losses import RunningNorm, discounted_returns, gae, masked_mean, ppo_clip_loss
 from metarl.nn.mlp import (
@@ -14,7 +15,8 @@ from metarl.nn.optim import clipped_step
 from metarl.nn.recurrent import LayerNormGRU, RecurrentNet, make_gru
 from metarl.nn.side_thread import SideThread
 
-__all__ = ["MLP", "CategoricalHead", "GaussianHead", "GaussianMLP", "GaussianMLPPolicy",
-           "LayerNormGRU", "NumpyGaussianMLP", "RecurrentNet", "RunningNorm", "SideThread",
+__all__ = ["MLP", "CategoricalHead", "DeltaMLP", "GaussianHead", "GaussianMLP",
+           "GaussianMLPPolicy", "LayerNormGRU", "NumpyGaussianMLP", "RecurrentDelta",
+           "RecurrentNet", "RunningNorm", "SideThread", "TransitionStats",
            "activation_by_name", "clipped_step", "discounted_returns", "gae", "make_gru",
            "make_head", "masked_mean", "numpy_mlp", "ppo_clip_loss"]
