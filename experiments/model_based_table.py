@@ -11,6 +11,12 @@ For each run dir, on the same ``--tasks`` held-out tasks (``split_tasks("test")`
 Mean ± standard error over tasks. Each method is evaluated as it was trained (MB-MPC without
 adaptation, MB-MPC + dynamic evaluation, GrBAL, ReBAL adapting at every step).
 
+And why: ``prediction``, the model's one-step error on the held-out episodes (MSE of the
+normalised state delta, steps ``M..T-1``) as the planner sees it without adaptation (θ; for
+ReBAL a fresh hidden state) and adapted (the inner step from θ on the ``M`` transitions
+before the step, with the run's ``inner_lr``, also for an MB-MPC model trained without
+it; for ReBAL the hidden state over the episode so far).
+
     python experiments/model_based_table.py RUN_DIR... [--tasks 20] [--seed 0] [--json]
 """
 
@@ -21,13 +27,50 @@ import json
 import time
 
 import numpy as np
+import torch
 
 from metarl import runs
+from metarl.meta import InnerLoop, adapt_online
+from metarl.nn.dynamics import RecurrentDelta
 from metarl.sampling import LocalSampler
+from metarl.types import Rollouts
 
 
 def stats(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+@torch.no_grad()
+def prediction_errors(agent, rollouts: Rollouts, chunk: int = 256) -> dict[str, float]:
+    """One-step errors on ``rollouts`` without and with adaptation (module docstring)."""
+    model, window = agent.model, agent.config.adapt_window
+    obs, act, nxt = (torch.as_tensor(x[:, 0, 0], dtype=torch.float32) for x in (
+        rollouts.observations, rollouts.actions, rollouts.next_observations))  # [N, T, ...]
+    target = model.stats.normalised_delta(obs, nxt)[:, window:]
+
+    def error(predicted: torch.Tensor) -> float:
+        return float((model.stats.normalised_delta(obs[:, window:], predicted) - target)
+                     .square().mean())
+
+    if isinstance(model, RecurrentDelta):
+        fresh = model.step(model.initial_state(obs.shape[:1]), obs[:, window:].transpose(0, 1),
+                           act[:, window:].transpose(0, 1))[1].transpose(0, 1)
+        _, over_episode = model.run(model.initial_state(obs.shape[:1]), obs, act)
+        return {"without": error(fresh), "adapted": error(over_episode[:, window:])}
+    theta = dict(model.named_parameters())
+    inner = agent.inner or InnerLoop(model.loss, lr=agent.config.inner_lr)
+    steps = obs.shape[1]
+    windows = [torch.stack([x[:, t - window:t] for t in range(window, steps)], 1)
+               .flatten(0, 1) for x in (obs, act, nxt)]  # [N * (T - M), M, ...]
+    query = [x[:, window:].flatten(0, 1)[:, None] for x in (obs, act)]
+    predicted = []
+    for start in range(0, len(query[0]), chunk):
+        part = slice(start, start + chunk)
+        params = adapt_online(model, theta, inner, [w[part] for w in windows])
+        predicted.append(model.predict_per_env(params, query[0][part], query[1][part]))
+    adapted = torch.cat(predicted)[:, 0].reshape(target.shape)
+    return {"without": error(model.predict(obs[:, window:], act[:, window:])),
+            "adapted": error(adapted)}
 
 
 def evaluate(run_dir: str, tasks: int, seed: int) -> dict:
@@ -47,6 +90,8 @@ def evaluate(run_dir: str, tasks: int, seed: int) -> dict:
         rewards = rollouts.rewards[:, 0, 0]  # [N, T]
         result[case] = stats(rewards.sum(-1))
         result[f"{case}_seconds"] = round(time.time() - start, 1)
+        if not overrides:
+            result["prediction"] = prediction_errors(loaded.agent, rollouts)
         if overrides:
             result["before_break"] = stats(rewards[:, :horizon // 2].sum(-1))
             result["after_break"] = stats(rewards[:, horizon // 2:].sum(-1))
@@ -64,12 +109,15 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print("| run | agent | adaptation | held-out return | before break | after break |")
-    print("|---|---|---|---|---|---|")
+    print("| run | agent | adaptation | held-out return | before break | after break | "
+          "one-step error without / adapted |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         cells = [f"{r[k][0]:.1f} ± {r[k][1]:.1f}" for k in ("held_out", "before_break",
                                                           "after_break")]
-        print(f"| {r['run']} | {r['agent']} | {r['adaptation']} | {' | '.join(cells)} |")
+        error = f"{r['prediction']['without']:.4f} / {r['prediction']['adapted']:.4f}"
+        print(f"| {r['run']} | {r['agent']} | {r['adaptation']} | {' | '.join(cells)} | "
+              f"{error} |")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
     left:  learning curve per group and y column (mean over seeds, min-max band; a
            group of one seed: its curve, no band) against x,
            from progress.csv, with optional horizontal reference lines (published figures)
-    right: adaptation curve per group from eval.json's returns_per_episode (if any run has one)
+    right: adaptation curve per group from eval.json's returns_per_episode (if any run has
+    one of two or more episodes)
 
 Runs whose configs differ only in bookkeeping keys (seed, device, threads,
 checkpoint_every) form one group; every other difference gives a separate line.
@@ -224,7 +225,7 @@ def build_figure(run_dirs: Sequence[str | Path], *, x: str = "iteration",
     learning = [[aggregate([curve(run, x, column) for run in g.runs]) for column in columns]
                 for g in groups]
     adaptation = [adaptation_stats(g) for g in groups]
-    panels = 2 if any(len(a[0]) for a in adaptation) else 1
+    panels = 2 if any(len(a[0]) > 1 for a in adaptation) else 1  # a curve, not a point
     fig = Figure(figsize=(6.4 * panels, 4.2), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for i, group in enumerate(groups):

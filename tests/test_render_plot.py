@@ -375,6 +375,16 @@ def _legend(ax):
     return [text.get_text() for text in ax.get_legend().get_texts()]
 
 
+def test_single_episode_evaluations_draw_no_adaptation_panel(tmp_path):
+    """A one-episode evaluation (the model-based agents') is a point, not a curve."""
+    run = _hand_run(tmp_path / "grbal", 0, [1.0, 2.0], adaptation=[3.0])
+    fig, _ = build_figure([run])
+    assert len(fig.axes) == 1
+    fig, _ = build_figure([run, _hand_run(tmp_path / "rl2", 0, [1.0], {"lr": 0.1},
+                                          adaptation=[0.1, 0.5])])
+    assert len(fig.axes) == 2
+
+
 def test_plot_of_one_seed_says_so_and_draws_no_band(tmp_path):
     run = _hand_run(tmp_path / "rl2-bandit", 0, [1.0, 2.0, 4.0], adaptation=[0.1, 0.5])
     fig, groups = build_figure([run])
