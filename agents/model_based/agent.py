@@ -241,10 +241,7 @@ class ModelBasedAgent(MetaRLAgent):
         if env not in MODEL_BASED_ENVS:
             raise ValueError(f"model-based agents need an env whose reward does not depend "
                              f"on the task; valid envs: {', '.join(MODEL_BASED_ENVS)}")
-        if env_kwargs.get("model_based", True) is not True:
-            raise ValueError("model-based agents need env.model_based=true (the root position "
-                             "in the observation, for the known reward)")
-        return envs.make(env, **{**env_kwargs, "model_based": True})
+        return envs.make(env, **env_kwargs, model_based=True)  # the root position observed
 
     @classmethod
     def memory_needs(cls, config: Any, env: MetaEnv) -> list[MemoryNeed]:
