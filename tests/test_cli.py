@@ -263,6 +263,11 @@ def test_the_wheel_ships_the_presets_and_the_agents(tmp_path):
 
     assert {f"metarl/presets/{name}.yaml" for name in preset_names()} <= names
     assert {"metarl/agents/fewshot.py", "metarl/agent.py", "metarl/envs/bandit.py"} <= names
+    from metarl import agents
+
+    for spec in agents.REGISTRY.values():  # every registered agent's module, package or file
+        module = f"metarl/agents/{spec.module.replace('.', '/')}"
+        assert {f"{module}.py", f"{module}/__init__.py"} & names, spec.name
 
 
 @pytest.mark.parametrize(("agent", "env"), [("rl2", "bandit"), ("maml-trpo", "point-nav"),
