@@ -225,6 +225,16 @@ def _returns_of(score: Score, actions: Tensor) -> Tensor:
     return torch.nan_to_num(returns, nan=float("-inf"), neginf=float("-inf"))
 
 
+def _sample_around(score: Score, shape: tuple[int, ...], mean: Tensor, scale: Tensor,
+                   low: Tensor, high: Tensor, generator: Generators) -> tuple[Tensor, Tensor]:
+    """Candidates ``mean + scale * N(0, 1)`` of ``shape`` ``[B, C, H, a]`` clipped to the box
+    (``mean [B, H, a]``; ``scale`` broadcasts against the candidates) and their returns."""
+    actions = _draw(True, shape, generator, low)
+    actions.mul_(scale).add_(mean.unsqueeze(1))
+    actions = torch.clamp(actions, low, high, out=actions)
+    return actions, _returns_of(score, actions)
+
+
 def _pick(actions: Tensor, returns: Tensor) -> Tensor:
     """Each environment's candidate of highest return: ``[B, H, a]``."""
     best = returns.argmax(dim=1)
@@ -316,12 +326,9 @@ class CEM(Planner):
         centre = (low + high) / 2
         mean = centre.expand(batch, self.horizon, -1) if state is None else state
         std = ((high - low) / 2).expand(batch, self.horizon, -1)
-        index = None
         for _ in range(self.iterations):
-            actions = _draw(True, shape, generator, low)
-            actions.mul_(std.unsqueeze(1)).add_(mean.unsqueeze(1))
-            actions = torch.clamp(actions, low, high, out=actions)
-            returns = _returns_of(score, actions)
+            actions, returns = _sample_around(score, shape, mean, std.unsqueeze(1), low, high,
+                                              generator)
             index = returns.topk(self.elites, dim=1, sorted=False).indices
             elites = actions.gather(1, index[:, :, None, None].expand(-1, -1, *shape[2:]))
             std, elite_mean = torch.std_mean(elites, dim=1, correction=0)
@@ -359,10 +366,8 @@ class MPPI(Planner):
         mean = centre.expand(batch, self.horizon, -1) if state is None else state
         noise_std = torch.as_tensor(self.noise_std, dtype=low.dtype, device=low.device)
         for _ in range(self.iterations):
-            actions = _draw(True, shape, generator, low)
-            actions.mul_(noise_std).add_(mean.unsqueeze(1))
-            actions = torch.clamp(actions, low, high, out=actions)
-            returns = _returns_of(score, actions)
+            actions, returns = _sample_around(score, shape, mean, noise_std, low, high,
+                                              generator)
             weights = torch.softmax(returns / self.temperature, dim=1)  # [B, C]
             if bool(torch.isnan(weights).any()):  # every return -inf: the plain average
                 weights = torch.where(torch.isnan(weights), 1.0 / shape[1], weights)
