@@ -210,6 +210,18 @@ def test_recurrent_run_equals_a_loop_of_cell_steps(cell):
                                    (normalised - target)[..., m:, :].square().mean())
 
 
+def test_window_state_skips_invalid_steps():
+    torch.manual_seed(0)
+    model = RecurrentDelta(3, 2, hidden_size=6).double()
+    model.stats.fit(*_transitions((20,), seed=5))
+    obs, act, _ = _transitions((2, 4), seed=7)
+    valid = torch.tensor([[False, True, True, True], [False, False, False, False]])
+    state = model.window_state(obs, act, valid)
+    expected, _ = model.run(model.initial_state(), obs[0, 1:], act[0, 1:])
+    torch.testing.assert_close(state[0], expected, rtol=1e-12, atol=1e-12)
+    assert state[1].abs().sum() == 0  # nothing valid: the zero state
+
+
 def test_delta_mlp_learns_a_linear_system_quickly():
     torch.manual_seed(0)
     g = np.random.default_rng(0)

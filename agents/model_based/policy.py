@@ -5,13 +5,15 @@ uniformly random policy of the first data collection.
 happens at every step, inside the trial, exactly as GrBAL's sampler does it::
 
     observe:  append the real transition (s, a, s') to the environment's last-M window
-              (ReBAL: also advance the model's hidden state over it)
     act:      GrBAL / dynamic evaluation: θ' = θ − α ∇ L(θ; last M transitions), per env
-              ReBAL: the hidden state already summarises them
+              ReBAL: the hidden state of the recurrent model run from zero over them
               plan on the adapted model with the env's known reward; execute the first action
 
-The window and the hidden state restart with every episode (the reference's running paths
-do), so a change of dynamics within an episode is tracked within M steps. All randomness
+ReBAL's state is recomputed over the last M transitions at every step rather than carried
+through the episode: the model is trained on windows started from the zero state, so a
+state carried over hundreds of steps is one it has never seen. The window restarts with
+every episode (the reference's running paths do), so a change of dynamics within an
+episode is tracked within M steps. All randomness
 comes from the per-environment streams of the sampler's :class:`~metarl.random.BatchRNG`: a
 ``torch.Generator`` per environment is seeded from its stream at ``reset``, so a trial's
 actions do not depend on how environments are batched or sharded (up to float32 rounding).
@@ -54,7 +56,7 @@ class UniformRandomPolicy(StatelessPolicy):
 @dataclass
 class _Trial:
     """A trial's adaptation state: the last ``M`` real transitions of every environment
-    (oldest first; ``valid`` marks the filled slots), the recurrent model's hidden state."""
+    (oldest first; ``valid`` marks the filled slots)."""
 
     tasks: tuple[Task, ...]  # per environment
     generators: list[torch.Generator]  # per environment, for the planner's candidates
@@ -62,7 +64,6 @@ class _Trial:
     actions: Tensor  # [B, M, a]
     next_obs: Tensor  # [B, M, d]
     valid: Tensor  # bool [B, M]
-    hidden: Tensor | None  # [B, H] (ReBAL)
     plan: Any = None  # the planner's warm start (CEM, MPPI), None at an episode's start
 
 
@@ -96,12 +97,10 @@ class MPCPolicy:
         b, m = len(tasks), self.window
         obs_dim = self.model.obs_dim
         zeros = torch.zeros
-        hidden = (self.model.initial_state((b,)).to(self.device)
-                  if self.adaptation == "recurrent" else None)
         return _Trial(tasks, generators, zeros(b, m, obs_dim, device=self.device),
                       zeros(b, m, self.model.act_dim, device=self.device),
                       zeros(b, m, obs_dim, device=self.device),
-                      zeros(b, m, dtype=torch.bool, device=self.device), hidden)
+                      zeros(b, m, dtype=torch.bool, device=self.device))
 
     @torch.no_grad()
     def observe(self, state: _Trial, step: Transition) -> _Trial:
@@ -115,18 +114,15 @@ class MPCPolicy:
             setattr(state, name, torch.where(keep[:, None, None], shifted, window))
         shifted = torch.cat([state.valid[:, 1:], keep[:, None]], 1)
         state.valid = torch.where(keep[:, None], shifted, state.valid)
-        if state.hidden is not None:
-            advanced, _ = self.model.step(state.hidden, new[0], new[1])
-            state.hidden = torch.where(keep[:, None], advanced, state.hidden)
         return state
 
     def end_episode(self, state: _Trial, episode: Rollouts) -> _Trial:
-        """A new episode starts a new window (and hidden state), as in GrBAL's sampler."""
+        """A new episode starts a new window, as in GrBAL's sampler."""
         return self._empty(state.tasks, state.generators)
 
     def act(self, obs: Tensor, state: _Trial) -> tuple[Tensor, _Trial, dict[str, Tensor]]:
         obs = obs.to(self.device, torch.float32).reshape(obs.shape[0], -1)
-        step, carry, per_env = self._model_step(state)
+        step, carry, per_env = self.adapted_model(state)
         tasks = state.tasks
         # per-environment models are batched matmuls of one environment's rows each: those
         # need all of an environment's candidates in one block to run at full speed
@@ -139,7 +135,7 @@ class MPCPolicy:
         return action, state, {}
 
     # ------------------------------------------------------------------ model
-    def _model_step(self, state: _Trial) -> tuple[Callable, Tensor | None, bool]:
+    def adapted_model(self, state: _Trial) -> tuple[Callable, Tensor | None, bool]:
         """The planner's model ``step(obs[B, C, d], act[B, C, a], carry)`` after this step's
         adaptation, its initial carry, and whether each environment has its own parameters."""
         model = self.model
@@ -147,7 +143,9 @@ class MPCPolicy:
             def recurrent(s: Tensor, a: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
                 h, s_next = model.step(h, s, a)
                 return s_next, h
-            return recurrent, state.hidden, False
+            with torch.no_grad():
+                hidden = model.window_state(state.obs, state.actions, state.valid)
+            return recurrent, hidden, False
         if self.adaptation == "gradient" and bool(state.valid.any()):
             params = adapt_online(model, dict(model.named_parameters()), self.inner,
                                   (state.obs, state.actions, state.next_obs), state.valid,

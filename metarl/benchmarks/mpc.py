@@ -156,7 +156,7 @@ def _run(agent, env, envs, candidates, horizon, preset, cem_iterations, repeats)
     timings = {"rs_ms": plan(rs, score), "rs_unblocked_ms": plan(rs, unblocked),
                "env_loop_ms": env_loop, "cem_ms": plan(cem, score),
                "grbal_step_ms": lambda: policy.act(obs, trial),
-               "adapt_ms": lambda: policy._model_step(trial)}
+               "adapt_ms": lambda: policy.adapted_model(trial)}
     hidden = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)][:-1]
     result: dict = {"preset": preset, "envs": envs, "candidates": candidates,
                     "horizon": horizon, "obs_dim": obs_dim, "act_dim": act_dim,

@@ -178,6 +178,17 @@ class RecurrentDelta(nn.Module):
         state, next_obs = self.run(state, obs.unsqueeze(-2), act.unsqueeze(-2))
         return state, next_obs.squeeze(-2)
 
+    def window_state(self, obs: Tensor, act: Tensor, valid: Tensor) -> Tensor:
+        """The state after running from the zero state over the valid steps of windows
+        ``obs [B, M, d]``, ``act [B, M, a]`` (``valid`` bool ``[B, M]``; invalid steps leave
+        the state as it is): how the training windows condition the state, so the planner
+        sees the model as it was trained (the last ``M`` transitions, not the whole episode)."""
+        state = self.initial_state((obs.shape[0],))
+        for t in range(obs.shape[1]):
+            advanced, _ = self.step(state, obs[:, t], act[:, t])
+            state = torch.where(valid[:, t, None], advanced, state)
+        return state
+
     def loss(self, obs: Tensor, act: Tensor, next_obs: Tensor, condition_steps: int = 0
              ) -> Tensor:
         """MSE of the normalised delta predictions over windows ``[W, T, ...]`` run from the
