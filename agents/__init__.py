@@ -44,6 +44,9 @@ REGISTRY: dict[str, AgentSpec] = {
     "mb-mpc": AgentSpec("mb-mpc", "model_based", "ModelBasedAgent", "MBMPCConfig",
                         "one dynamics model for all tasks, MPC (optionally dynamic evaluation)",
                         envs=("mujoco",)),
+    "dream": AgentSpec("dream", "dream", "DREAMAgent", "DREAMConfig",
+                       "DREAM: exploration rewarded by information gain about the problem ID, "
+                       "exploitation on its decoded embedding (recurrent double DQN)"),
     # few-shot learners (datasets: sinusoid, omniglot, image-folder)
     "maml": AgentSpec("maml", "fewshot", "MAMLAgent", "MAMLAgentConfig",
                       "MAML (second order) on the shared functional core", "few-shot"),

@@ -46,6 +46,12 @@ register("maze", "maze:MazeEnv",
          "random 7x7 DFS maze, hidden goal far from the start, -0.04/step, +1 at goal (RL2)")
 register("maze-sign", "maze:MazeSignEnv",
          "maze whose goal is a corner revealed only at a sign cell far from the start (DREAM)")
+register("dream-bus", "dream_grid:DreamBusEnv",
+         "DREAM's distracting bus: 9x9 grid, 4 bus routes + 4 useless buses, goal corner, "
+         "exploration episode first, T=20")
+register("dream-map", "dream_grid:DreamMapEnv",
+         "DREAM's map grid: 9x9 grid, 4 bus routes revealed by a map tile, goal corner, "
+         "exploration episode first, T=20")
 register("point-nav", "point_nav:PointNavEnv",
          "2-D point to a goal ~U[-0.5,0.5]^2, actions clipped to 0.1, reward -distance, T=100")
 register("cheetah-vel", "mujoco_tasks:CheetahVelEnv",

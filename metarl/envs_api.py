@@ -45,6 +45,10 @@ class MetaEnv(gym.Env, ABC):
     name: str = ""
     #: maximum steps per episode (the sampler's ``T``)
     max_episode_steps: int = 1
+    #: the first ``k`` episodes of a trial are exploration episodes: their reward is 0 and
+    #: does not count; evaluators report the return of the later ones
+    #: (``exploitation_return`` of :func:`metarl.evaluation.evaluate_policy`)
+    exploration_episodes: int = 0
 
     _task: Task | None = None
 
@@ -88,6 +92,8 @@ class VectorMetaEnv(ABC):
     single_observation_space: gym.Space
     single_action_space: gym.Space
     max_episode_steps: int
+    #: as :attr:`MetaEnv.exploration_episodes`: the first ``k`` episodes of a trial explore
+    exploration_episodes: int = 0
 
     @abstractmethod
     def set_tasks(self, tasks: Sequence[Task]) -> None:

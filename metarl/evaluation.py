@@ -40,7 +40,10 @@ def evaluate_policy(policy: Policy, env: MetaEnv, sampler: Sampler, *, split: st
 
     Returns ``returns_per_episode`` (mean over tasks and trials of the return of episode
     ``k``), ``mean_return`` (mean episode return), ``trial_return`` (mean total return of a
-    trial) with its standard error over tasks, sample counts, and the ``summary``."""
+    trial) with its standard error over tasks, sample counts, and the ``summary``. When the
+    env's first ``env.exploration_episodes`` episodes of a trial are exploration episodes,
+    also ``exploitation_return``: the mean over tasks and trials of the summed return of the
+    later episodes, with its standard error over tasks (in the ``summary`` too)."""
     tasks = env.split_tasks(split, num_tasks, seed=seed)
     rollouts = sampler.sample(policy, tasks, trials=trials, episodes=episodes,
                               seed=seed + EVAL_SEED_OFFSET)
@@ -63,6 +66,14 @@ def evaluate_policy(policy: Policy, env: MetaEnv, sampler: Sampler, *, split: st
                          "trial_return_stderr": result["trial_return_stderr"],
                          "mean_return": result["mean_return"],
                          "first_episode_return": curve[0], "last_episode_return": curve[-1]}
+    explore = int(getattr(env, "exploration_episodes", 0) or 0)
+    if explore > 0:
+        per_task = returns[:, :, explore:].sum(-1).mean(1)  # [N]
+        result["exploitation_return"] = float(per_task.mean())
+        result["exploitation_return_stderr"] = (
+            float(per_task.std(ddof=1) / np.sqrt(num_tasks)) if num_tasks > 1 else 0.0)
+        result["summary"]["exploitation_return"] = result["exploitation_return"]
+        result["summary"]["exploitation_return_stderr"] = result["exploitation_return_stderr"]
     return result
 
 

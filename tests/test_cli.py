@@ -45,8 +45,8 @@ def test_console_scripts(tmp_path):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["train", "nope", "bandit"], "unknown agent 'nope'; valid agents: anil, cnp, fomaml, "
-                                  "grbal, maml, maml-trpo, matchingnet, mb-mpc, meta-sgd, "
+    (["train", "nope", "bandit"], "unknown agent 'nope'; valid agents: anil, cnp, dream, "
+                                  "fomaml, grbal, maml, maml-trpo, matchingnet, mb-mpc, meta-sgd, "
                                   "pearl, promp, protonet, rebal, reptile, rl2"),
     (["train", "rl2", "nope"], "unknown env 'nope'; valid envs: "),
     (["train", "rl2", "bandit", "--set", "lrr=1"], "unknown config key 'lrr'"),

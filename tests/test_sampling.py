@@ -127,7 +127,8 @@ def test_ray_sampler_rejects_bad_counts_before_starting_ray():
         RaySampler(make("bandit"), max_retries=-1)
 
 
-@pytest.mark.parametrize("name", ["bandit", "tabular-mdp", "maze", "maze-sign", "point-nav"])
+@pytest.mark.parametrize("name", ["bandit", "tabular-mdp", "maze", "maze-sign", "point-nav",
+                                  "dream-bus", "dream-map"])
 def test_vector_env_is_used_for_numpy_envs(name):
     from metarl.envs_api import SerialVectorEnv
 

@@ -1,4 +1,5 @@
-"""Reference baselines for the RL² tables (Duan et al. 2016): bandits and tabular MDPs.
+"""Reference baselines for the RL² tables (Duan et al. 2016): bandits and tabular MDPs; and
+for DREAM's bus and map grids (Liu et al. 2021).
 
 Every baseline is a :class:`metarl.policy.Policy` with per-environment statistics in its
 trial state. ``BASELINES[env_name][baseline_name](env, episodes, **hyper)`` builds one for a task
@@ -24,6 +25,12 @@ from metarl.reference_policies.bandits import (
     GreedyPolicy,
     ThompsonSamplingPolicy,
     UCB1Policy,
+)
+from metarl.reference_policies.dream import (
+    DreamExploreExploitPolicy,
+    DreamOraclePolicy,
+    distances_to_goals,
+    shortest_path_steps,
 )
 from metarl.reference_policies.evaluate import run_policy, run_policy_episodes
 from metarl.reference_policies.gittins import belief_value, gittins_index, gittins_table
@@ -57,12 +64,23 @@ BASELINES: dict[str, dict[str, Factory]] = {
         "psrl": PSRLPolicy.from_env,
         "oracle": OracleMDPPolicy.from_env,
     },
+    "dream-bus": {
+        "random": RandomPolicy.from_env,
+        "explore-exploit": DreamExploreExploitPolicy.from_env,
+        "oracle": DreamOraclePolicy.from_env,
+    },
+    "dream-map": {
+        "random": RandomPolicy.from_env,
+        "explore-exploit": DreamExploreExploitPolicy.from_env,
+        "oracle": DreamOraclePolicy.from_env,
+    },
 }
 
 __all__ = [
-    "BASELINES", "ArmCounts", "BanditPolicy", "EpsilonGreedyPolicy", "GittinsPolicy",
-    "GreedyPolicy", "OracleMDPPolicy", "PSRLPolicy", "PosteriorMeanMDPPolicy", "RandomPolicy",
-    "StepwisePosteriorMeanPolicy", "TabularPosterior", "ThompsonSamplingPolicy", "UCB1Policy",
-    "belief_value", "finite_horizon_q", "gittins_index", "gittins_table", "run_policy",
-    "run_policy_episodes",
+    "BASELINES", "ArmCounts", "BanditPolicy", "DreamExploreExploitPolicy", "DreamOraclePolicy",
+    "EpsilonGreedyPolicy", "GittinsPolicy", "GreedyPolicy", "OracleMDPPolicy", "PSRLPolicy",
+    "PosteriorMeanMDPPolicy", "RandomPolicy", "StepwisePosteriorMeanPolicy", "TabularPosterior",
+    "ThompsonSamplingPolicy", "UCB1Policy", "belief_value", "distances_to_goals",
+    "finite_horizon_q", "gittins_index", "gittins_table", "run_policy", "run_policy_episodes",
+    "shortest_path_steps",
 ]
