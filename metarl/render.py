@@ -184,13 +184,17 @@ TASK_DESCRIPTIONS: dict[str, Callable[[Mapping[str, Any]], str]] = {
 
 
 def legend_lines(*, trial: int, trials: int, episode: int, episodes: int, step: int,
-                 horizon: int, episode_return: float, trial_return: float) -> list[str]:
+                 horizon: int, episode_return: float, trial_return: float,
+                 exploring: bool = False) -> list[str]:
     """The two changing lines of a frame's legend (below the task's description): the
     trial, the episode within it (1-based) and the step; the return so far in that episode
-    and in the whole trial. The step is left out for one-step episodes (bandits)."""
+    and in the whole trial, or for an env's reward-free exploration episodes (which open a
+    trial) that it explores. The step is left out for one-step episodes (bandits)."""
     where = [f"trial {trial}/{trials}", f"episode {episode}/{episodes}"]
     if horizon > 1:
         where.append(f"step {step}/{horizon}")
+    if exploring:
+        return [" · ".join(where), "exploration episode: no reward"]
     return [" · ".join(where),
             f"return: episode {episode_return:.2f} · trial {trial_return:.2f}"]
 
@@ -348,10 +352,11 @@ class TrialRecorder:
     """
 
     def __init__(self, tasks: Sequence[Task], episodes: int, horizon: int, sink: FrameSink,
-                 progress: Callable[[], None] | None = None):
+                 progress: Callable[[], None] | None = None, exploration_episodes: int = 0):
         from PIL import ImageFont
 
         self.tasks, self.episodes, self.horizon = tuple(tasks), episodes, horizon
+        self.exploration_episodes = exploration_episodes
         self.sink, self.progress = sink, progress
         self.font = ImageFont.load_default(size=FONT_SIZE)  # scaled at the first reset
         self.labels = [task_label(t) for t in self.tasks]
@@ -412,7 +417,8 @@ class TrialRecorder:
             trial=i + 1, trials=len(self.tasks), episode=self.episode + 1,
             episodes=self.episodes, step=int(self.steps[i]), horizon=self.horizon,
             episode_return=float(self.episode_return[i]),
-            trial_return=float(self.trial_return[i]))]
+            trial_return=float(self.trial_return[i]),
+            exploring=self.episode < self.exploration_episodes)]
 
     def _emit(self) -> None:
         assert self.layout is not None
@@ -439,7 +445,8 @@ def record_trials(env: MetaEnv, policy: Policy, tasks: Sequence[Task], *, episod
     horizon = env.max_episode_steps
     with Progress(total=episodes * horizon, desc="render", unit="steps",
                   enabled=progress) as bar:
-        recorder = TrialRecorder(tasks, episodes, horizon, sink, progress=bar.update)
+        recorder = TrialRecorder(tasks, episodes, horizon, sink, progress=bar.update,
+                                 exploration_episodes=env.exploration_episodes)
         try:
             rollouts = sampler.sample(policy, tasks, trials=1, episodes=episodes, seed=seed,
                                       on_reset=recorder.on_reset, on_step=recorder.on_step)

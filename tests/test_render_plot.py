@@ -139,6 +139,10 @@ def test_legend_counts_episodes_steps_and_returns_so_far():
     assert legend_lines(trial=2, trials=3, episode=4, episodes=10, step=1, horizon=1,
                         episode_return=1.0, trial_return=-2.5) == [
         "trial 2/3 · episode 4/10", "return: episode 1.00 · trial -2.50"]
+    # DREAM's reward-free exploration episodes are named as such
+    assert legend_lines(trial=1, trials=1, episode=1, episodes=2, step=3, horizon=20,
+                        episode_return=0.0, trial_return=0.0, exploring=True) == [
+        "trial 1/1 · episode 1/2 · step 3/20", "exploration episode: no reward"]
 
 
 def _line_rows(layout, line):
