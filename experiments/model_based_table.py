@@ -15,7 +15,8 @@ And why: ``prediction``, the model's one-step error on the held-out episodes (MS
 normalised state delta, steps ``M..T-1``) as the planner sees it without adaptation (θ; for
 ReBAL a fresh hidden state) and adapted (the inner step from θ on the ``M`` transitions
 before the step, with the run's ``inner_lr``, also for an MB-MPC model trained without
-it; for ReBAL the hidden state over the episode so far).
+it; for ReBAL the hidden state run from zero over those ``M`` transitions, as its policy
+runs it).
 
     python experiments/model_based_table.py RUN_DIR... [--tasks 20] [--seed 0] [--json]
 """
@@ -52,14 +53,18 @@ def prediction_errors(agent, rollouts: Rollouts, chunk: int = 256) -> dict[str, 
         return float((model.stats.normalised_delta(obs[:, window:], predicted) - target)
                      .square().mean())
 
+    steps = obs.shape[1]
     if isinstance(model, RecurrentDelta):
         fresh = model.step(model.initial_state(obs.shape[:1]), obs[:, window:].transpose(0, 1),
                            act[:, window:].transpose(0, 1))[1].transpose(0, 1)
-        _, over_episode = model.run(model.initial_state(obs.shape[:1]), obs, act)
-        return {"without": error(fresh), "adapted": error(over_episode[:, window:])}
+        # the state run from zero over the M steps before each step, as the policy runs it
+        seqs = [torch.stack([x[:, t - window:t + 1] for t in range(window, steps)], 1)
+                .flatten(0, 1) for x in (obs, act)]  # [N * (T - M), M + 1, ...]
+        _, over_window = model.run(model.initial_state(seqs[0].shape[:1]), *seqs)
+        return {"without": error(fresh),
+                "adapted": error(over_window[:, -1].reshape(obs[:, window:].shape))}
     theta = dict(model.named_parameters())
     inner = agent.inner or InnerLoop(model.loss, lr=agent.config.inner_lr)
-    steps = obs.shape[1]
     windows = [torch.stack([x[:, t - window:t] for t in range(window, steps)], 1)
                .flatten(0, 1) for x in (obs, act, nxt)]  # [N * (T - M), M, ...]
     query = [x[:, window:].flatten(0, 1)[:, None] for x in (obs, act)]

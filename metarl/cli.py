@@ -288,7 +288,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sampler",
               "inner-loop": "metarl.benchmarks.inner_loop",
               "sac-update": "metarl.benchmarks.sac_update",
-              "rl2-update": "metarl.benchmarks.rl2_update", "mpc": "metarl.benchmarks.mpc"}
+              "rl2-update": "metarl.benchmarks.rl2_update", "mpc": "metarl.benchmarks.mpc",
+              "dream": "metarl.benchmarks.dream"}
 #: bench options passed to a benchmark's ``run`` as keywords (when given)
 BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads", "epochs", "cores")
 
@@ -400,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="Ray workers (sampler; default 2)")
     p.add_argument("--tasks", type=int, help="tasks in the workload (sampler; default 20)")
     p.add_argument("--episodes", type=int, help="episodes per task (sampler; default 2)")
-    p.add_argument("--threads", type=int, help="torch threads (rl2-update, mpc; default 1)")
+    p.add_argument("--threads", type=int, help="torch threads (rl2-update, mpc, dream; default 1)")
     p.add_argument("--epochs", type=int, help="PPO epochs per update (rl2-update; default 5)")
     p.add_argument("--cores", nargs="+", metavar="NAME",
                    help="recurrent cores to time (rl2-update; default all)")
