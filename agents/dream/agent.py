@@ -92,7 +92,7 @@ class DREAMAgent(MetaRLAgent):
     docstring). Evaluated on one exploration and one exploitation episode per trial."""
 
     def __init__(self, env: MetaEnv, config: DREAMConfig, device: torch.device | str = "cpu"):
-        check_env(env)
+        check_dream_env(env)
         self.env, self.config = env, config
         self.device = torch.device(device)
         self.num_actions = int(env.action_space.n)
@@ -165,7 +165,7 @@ class DREAMAgent(MetaRLAgent):
         with torch.no_grad():
             rollouts = sampler.sample(policy, tasks, trials=1,
                                       episodes=self.env.exploration_episodes + 1, seed=seed)
-        trials = self._trials(rollouts)
+        trials = self.trial_entries(rollouts)
         self.replay.add(trials)
         replay_rng = np.random.default_rng(int(rng.integers(2**63)))
         noise = torch.Generator().manual_seed(int(rng.integers(2**63)))
@@ -184,7 +184,7 @@ class DREAMAgent(MetaRLAgent):
         return metrics
 
     # ------------------------------------------------------------------ data
-    def _trials(self, rollouts: Rollouts) -> dict[str, np.ndarray]:
+    def trial_entries(self, rollouts: Rollouts) -> dict[str, np.ndarray]:
         """Replay entries of the sampled trials: the (last) exploration episode and the
         first exploitation episode of each."""
         explore = self.env.exploration_episodes - 1
@@ -202,7 +202,7 @@ class DREAMAgent(MetaRLAgent):
                 out["exploit_rewards"] = (take("rewards") * take("valid")).astype(np.float32)
         return out
 
-    def _tensors(self, batch: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    def batch_tensors(self, batch: dict[str, np.ndarray]) -> dict[str, Tensor]:
         """The batch on the device, its episodes cut to the longest one in the batch (the
         padding beyond is never read, and skipping it saves most of an update's work once
         the policies act in a few steps)."""
@@ -226,9 +226,9 @@ class DREAMAgent(MetaRLAgent):
         due = self.steps[role] // cfg.update_every - before // cfg.update_every
         losses: list[dict[str, Tensor]] = []
         if len(self.replay) >= min_replay:
-            step = self._explore_step if role == "explore" else self._exploit_step
+            step = self.explore_update if role == "explore" else self.exploit_update
             for _ in range(due):
-                losses.append(step(self._tensors(self.replay.sample(cfg.batch_size, rng)),
+                losses.append(step(self.batch_tensors(self.replay.sample(cfg.batch_size, rng)),
                                    noise))
                 self.updates[role] += 1
         if self.steps[role] // cfg.target_sync > before // cfg.target_sync:
@@ -241,7 +241,7 @@ class DREAMAgent(MetaRLAgent):
         return {f"{role}_{key}": float(torch.stack([step[key] for step in losses]).mean())
                 for key in losses[0]}
 
-    def _exploit_step(self, batch: dict[str, Tensor], noise: torch.Generator
+    def exploit_update(self, batch: dict[str, Tensor], noise: torch.Generator
                       ) -> dict[str, Tensor]:
         """One step of the exploitation Q-network, the decoder and f: the TD loss on
         ``z = g(τ)`` or ``z = f(μ) + noise`` (alternating steps), plus the decoder's
@@ -276,7 +276,7 @@ class DREAMAgent(MetaRLAgent):
         return {"td_loss": td.detach(), "decoder_loss": decoding.detach(),
                 "f_norm_sq": f.detach().square().sum(-1).mean()}
 
-    def _explore_step(self, batch: dict[str, Tensor], noise: torch.Generator
+    def explore_update(self, batch: dict[str, Tensor], noise: torch.Generator
                       ) -> dict[str, Tensor]:
         """One step of the exploration Q-network on information-gain rewards relabelled with
         the current decoder and problem embedding."""
@@ -310,7 +310,7 @@ class DREAMAgent(MetaRLAgent):
     def _information_gain(self, trials: dict[str, np.ndarray]) -> float:
         """Mean information-gain return of this iteration's exploration episodes (under the
         current decoder, without the step penalty)."""
-        t = self._tensors({k: trials[k] for k in ("explore_obs", "explore_actions",
+        t = self.batch_tensors({k: trials[k] for k in ("explore_obs", "explore_actions",
                                                   "explore_length", "problem")})
         rewards = self._explore_rewards(t["explore_obs"], t["explore_actions"],
                                         t["explore_length"], t["problem"])
@@ -337,7 +337,7 @@ class DREAMAgent(MetaRLAgent):
                 "explorer_opt": self.explorer_opt, "exploiter_opt": self.exploiter_opt}
 
 
-def check_env(env: MetaEnv) -> None:
+def check_dream_env(env: MetaEnv) -> None:
     """DREAM needs discrete actions, flat observations, one exploration episode per trial
     and a finite set of problem IDs (``env.num_problems``, ``task.params["problem"]``)."""
     if not isinstance(env.action_space, spaces.Discrete):

@@ -8,11 +8,12 @@ median of ``repeats`` calls after one warm-up (the runs take turns, so that a ch
 shared machine's load affects them alike), with ``threads`` torch threads:
 
 * ``exploit_step_ms``, ``explore_step_ms``: one gradient step of each policy as the agent
-  takes it (``_exploit_step`` / ``_explore_step`` on ``_tensors(replay.sample(batch_size))``:
-  the exploitation Q-network, the decoder and f with their target copies; the exploration
-  Q-network with its target and the decoder's relabelling), always on the same replay batch,
-  whose longest episodes (``exploit_batch_steps``, ``explore_batch_steps``) set the work, as
-  ``_tensors`` cuts the padding beyond them;
+  takes it (``exploit_update`` / ``explore_update`` on
+  ``batch_tensors(replay.sample(batch_size))``: the exploitation Q-network, the decoder and f
+  with their target copies; the exploration Q-network with its target and the decoder's
+  relabelling), always on the same replay batch, whose longest episodes
+  (``exploit_batch_steps``, ``explore_batch_steps``) set the work, as ``batch_tensors`` cuts
+  the padding beyond them;
 * ``exploit_gflop_per_step``, ``explore_gflop_per_step``: the matmul FLOPs of one such call,
   forward and backward (:func:`count_flops`: ``torch.utils.flop_counter.FlopCounterMode``,
   plus the LSTMs, which run as oneDNN's ``mkldnn_rnn_layer`` on CPU, a kernel the counter
@@ -160,12 +161,12 @@ def _run(agent, env, preset, repeats, fill, iterations, envs) -> dict:
                                   seed=seed)
 
     for i in range(fill):  # the replay: trials of the training policy
-        agent.replay.add(agent._trials(sample(
+        agent.replay.add(agent.trial_entries(sample(
             env.sample_tasks(cfg.envs_per_iteration, task_rng), seed=i)))
     batch = agent.replay.sample(cfg.batch_size, np.random.default_rng(0))
 
     def step(fn) -> Callable[[], object]:  # the same batch every call
-        return lambda: fn(agent._tensors(agent.replay.sample(cfg.batch_size,
+        return lambda: fn(agent.batch_tensors(agent.replay.sample(cfg.batch_size,
                                                              np.random.default_rng(0))),
                           torch.Generator().manual_seed(0))
 
@@ -185,8 +186,8 @@ def _run(agent, env, preset, repeats, fill, iterations, envs) -> dict:
             for t in range(calls):
                 vector.step(actions[t])
 
-    timings = {"exploit_step_ms": step(agent._exploit_step),
-               "explore_step_ms": step(agent._explore_step),
+    timings = {"exploit_step_ms": step(agent.exploit_update),
+               "explore_step_ms": step(agent.explore_update),
                "sample_ms": lambda: sample(tasks, seed=fill), "env_loop_ms": env_loop}
     exploit_flops, exploit_shape = count_flops(timings["exploit_step_ms"])
     explore_flops, explore_shape = count_flops(timings["explore_step_ms"])
