@@ -242,7 +242,7 @@ class DREAMAgent(MetaRLAgent):
                 for key in losses[0]}
 
     def exploit_update(self, batch: dict[str, Tensor], noise: torch.Generator
-                      ) -> dict[str, Tensor]:
+                       ) -> dict[str, Tensor]:
         """One step of the exploitation Q-network, the decoder and f: the TD loss on
         ``z = g(τ)`` or ``z = f(μ) + noise`` (alternating steps), plus the decoder's
         regression of f(μ) and the bottleneck."""
@@ -277,7 +277,7 @@ class DREAMAgent(MetaRLAgent):
                 "f_norm_sq": f.detach().square().sum(-1).mean()}
 
     def explore_update(self, batch: dict[str, Tensor], noise: torch.Generator
-                      ) -> dict[str, Tensor]:
+                       ) -> dict[str, Tensor]:
         """One step of the exploration Q-network on information-gain rewards relabelled with
         the current decoder and problem embedding."""
         cfg = self.config
