@@ -132,6 +132,13 @@ def check_train_arguments(args: argparse.Namespace) -> None:
                          f"{', '.join(SAMPLERS)}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.sampler == "ray" and args.ray_address:
+        from metarl.sampling.ray_sampler import unreachable_ray_head
+
+        why = unreachable_ray_head(args.ray_address)
+        if why is not None:
+            raise UsageError(f"cannot reach a Ray head at --ray-address {args.ray_address!r}: "
+                             f"{why}; start one with `ray start --head` or pass its address")
 
 
 def check_output(value: str, flag: str = "--out") -> Path:

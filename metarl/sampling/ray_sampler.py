@@ -61,6 +61,25 @@ def _worker_class():
     return SamplerWorker
 
 
+def unreachable_ray_head(address: str | None, timeout: float = 3.0) -> str | None:
+    """Why a Ray head at ``address`` (``host:port``, optionally ``ray://host:port``) cannot
+    be reached, from a plain TCP connection with a ``timeout`` (s); ``None`` when it answers
+    or when Ray resolves the address itself (``None``, ``"auto"``, ``"local"``). Ray's own
+    connection attempt waits minutes before it fails, with many log lines."""
+    if address is None or address in ("auto", "local"):
+        return None
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return f"{address!r} is not host:port"
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return f"nothing answers at {host}:{port} ({exc.strerror or exc})"
+    return None
+
+
 class RaySampler:
     """Shards tasks over ``workers`` Ray actors (a local Ray instance unless ``address``).
 

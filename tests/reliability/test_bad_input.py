@@ -77,6 +77,26 @@ def test_a_bad_value_is_one_line_and_nothing_is_created(args, line, workdir, cap
     assert listing(workdir) == {}
 
 
+def test_an_unreachable_ray_head_is_one_line_within_seconds(workdir, capsys):
+    """Ray's own connection attempt waits minutes; the CLI checks the port first."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on once the socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tick = time.monotonic()
+    line = refused(["train", "rl2", "bandit", "--sampler", "ray", "--ray-address",
+                    f"127.0.0.1:{port}", "--run-dir", str(workdir / "run")], capsys)
+    assert line.startswith(f"cannot reach a Ray head at --ray-address '127.0.0.1:{port}': "
+                           f"nothing answers at 127.0.0.1:{port}")
+    assert time.monotonic() - tick < 30 and listing(workdir) == {}
+    assert refused(["train", "rl2", "bandit", "--sampler", "ray", "--ray-address", "nohost"],
+                   capsys) == ("cannot reach a Ray head at --ray-address 'nohost': 'nohost' is "
+                               "not host:port; start one with `ray start --head` or pass its "
+                               "address")
+
+
 @pytest.mark.parametrize("agent", [name for name, spec in agents.REGISTRY.items()
                                    if "discount" in {f.name for f in dataclasses.fields(
                                        spec.load()[1])}])
