@@ -34,6 +34,15 @@ from metarl.types import Rollouts
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated")
 
 
+def grown_rows(current: int, needed: int, capacity: int) -> int:
+    """Rows for a buffer of ``current`` rows to hold ``needed``: doubled until they do, never
+    beyond ``capacity`` (``current`` when it already holds them or is full)."""
+    size = current
+    while size < min(needed, capacity):
+        size *= 2
+    return min(size, capacity) if size != current else current
+
+
 class TaskReplayBuffer:
     """``num_tasks`` FIFO buffers of ``capacity`` transitions each."""
 
@@ -106,12 +115,9 @@ class TaskReplayBuffer:
 
     def _grow(self, needed: int) -> None:
         current = self.data.shape[1]
-        if needed <= current or current >= self.capacity:
+        size = grown_rows(current, needed, self.capacity)
+        if size == current:
             return
-        size = current
-        while size < needed:
-            size *= 2
-        size = min(size, self.capacity)
         grown = np.zeros((self.num_tasks, size, self.data.shape[2]), dtype=np.float32)
         grown[:, :current] = self.data
         self.data = grown
@@ -230,12 +236,9 @@ class SequenceReplayBuffer:
 
     def _grow(self, needed: int) -> None:
         current = self.rows
-        if needed <= current or current >= self.capacity:
+        size = grown_rows(current, needed, self.capacity)
+        if size == current:
             return
-        size = current
-        while size < needed:
-            size *= 2
-        size = min(size, self.capacity)
         for name, array in self.data.items():
             grown = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
             grown[:current] = array

@@ -4,13 +4,10 @@ evaluate_policy."""
 
 from __future__ import annotations
 
-import warnings
-
 import gymnasium
 import numpy as np
 import pytest
 import torch
-from gymnasium.utils.env_checker import check_env
 
 from metarl.envs import make
 from metarl.envs.dream_grid import (
@@ -93,12 +90,9 @@ def run(env, actions):
 
 # --------------------------------------------------------------------------- API, splits
 @pytest.mark.parametrize("name", DREAM_ENVS)
-def test_check_env_and_spaces(name):
+def test_spaces(name):
+    """(gymnasium's ``check_env`` runs on every numpy env in tests/test_envs_numpy.py)"""
     env = gymnasium.make(f"metarl/{name}", render_mode="rgb_array").unwrapped
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        check_env(env)
-    assert [str(w.message) for w in caught] == []
     dim = BUS_OBS_DIM if name == "dream-bus" else MAP_OBS_DIM
     assert env.observation_space.shape == (dim,) and env.action_space.n == 7
     assert env.max_episode_steps == 20 and env.exploration_episodes == 1
