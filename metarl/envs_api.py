@@ -92,8 +92,6 @@ class VectorMetaEnv(ABC):
     single_observation_space: gym.Space
     single_action_space: gym.Space
     max_episode_steps: int
-    #: as :attr:`MetaEnv.exploration_episodes`: the first ``k`` episodes of a trial explore
-    exploration_episodes: int = 0
 
     @abstractmethod
     def set_tasks(self, tasks: Sequence[Task]) -> None:

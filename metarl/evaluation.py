@@ -66,7 +66,7 @@ def evaluate_policy(policy: Policy, env: MetaEnv, sampler: Sampler, *, split: st
                          "trial_return_stderr": result["trial_return_stderr"],
                          "mean_return": result["mean_return"],
                          "first_episode_return": curve[0], "last_episode_return": curve[-1]}
-    explore = int(getattr(env, "exploration_episodes", 0) or 0)
+    explore = env.exploration_episodes
     if explore > 0:
         per_task = returns[:, :, explore:].sum(-1).mean(1)  # [N]
         result["exploitation_return"] = float(per_task.mean())
