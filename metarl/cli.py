@@ -2,9 +2,10 @@
 
 ``metarl list [envs|datasets|agents|presets]``, ``metarl train AGENT ENV ...``,
 ``metarl eval RUN_DIR ...``, ``metarl render RUN_DIR --out FILE.gif``,
-``metarl plot RUN_DIR... --out FILE.png``, ``metarl bench NAME ...``. Bad input prints one
-line ``metarl: error: ...`` on stderr and exits with code 2; nothing already written is
-touched.
+``metarl plot RUN_DIR... --out FILE.png``, ``metarl sweep ...`` (settings x seeds on Ray
+Tune), ``metarl report RUNS_OR_SWEEP... --out FILE.md``, ``metarl bench NAME ...``. Bad input
+prints one line ``metarl: error: ...`` on stderr and exits with code 2; nothing already
+written is touched.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from metarl.config import ConfigError
     from metarl.envs import UnknownEnvError
     from metarl.run_lock import RunDirError
+    from metarl.sweep import SweepError
 
     return (UsageError, ConfigError, UnknownAgentError, UnknownEnvError, CheckpointError,
-            RunDirError)
+            RunDirError, SweepError)
 
 
 # --------------------------------------------------------------------------- list
@@ -124,15 +126,16 @@ def make_sampler(env, kind: str, workers: int, ray_address: str | None):
     raise UsageError(f"unknown sampler {kind!r}; valid samplers: local, ray")
 
 
-def check_train_arguments(args: argparse.Namespace) -> None:
-    """The sampler options, before anything else (the config keys' own ranges are checked
-    by :func:`metarl.config.build_config`)."""
+def check_train_arguments(args: argparse.Namespace, ray: bool = False) -> None:
+    """The sampler options and, when Ray is used (``--sampler ray``, or ``ray``: a sweep),
+    that ``--ray-address`` answers; before anything else (the config keys' own ranges are
+    checked by :func:`metarl.config.build_config`)."""
     if args.sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {args.sampler!r}; valid samplers: "
                          f"{', '.join(SAMPLERS)}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.sampler == "ray" and args.ray_address:
+    if (ray or args.sampler == "ray") and args.ray_address:
         from metarl.sampling.ray_sampler import unreachable_ray_head
 
         why = unreachable_ray_head(args.ray_address)
@@ -201,6 +204,62 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = trainer.train()
         result = runs.final_evaluation(trainer)
     print(json.dumps({"run_dir": str(run_dir), **summary, **result}))
+    return 0
+
+
+# -------------------------------------------------------------------------- sweep
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from metarl.sweep import (
+        SweepSpec,
+        check_spec,
+        existing_sweep,
+        load_spec,
+        parse_grid,
+        run_sweep,
+        sweep_dir,
+    )
+
+    check_train_arguments(args, ray=True)
+    storage = Path(args.storage)
+    if storage.exists() and not storage.is_dir():
+        raise UsageError(f"--storage {args.storage!r} is not a directory")
+    if args.resume:
+        if not args.name:
+            raise UsageError("--resume needs --name NAME of the sweep under --storage")
+        if not existing_sweep(storage, args.name):
+            raise UsageError(f"no sweep {args.name!r} under --storage {args.storage!r} "
+                             f"to resume")
+        spec, name = load_spec(storage, args.name), args.name
+    else:
+        values = gather_config_values(args)
+        spec = SweepSpec(base=values, grid=parse_grid(args.grid or []),
+                         seeds=args.seeds or [int(values.get("seed", 0))],
+                         sampler=args.sampler, workers=args.workers, cpus=args.cpus,
+                         max_failures=args.max_failures, max_concurrent=args.max_concurrent,
+                         command=sys.argv[1:])
+        check_spec(spec)
+        name = args.name or f"{values['agent']}-{values['env']}"
+        if existing_sweep(storage, name):
+            raise UsageError(f"{str(sweep_dir(storage, name))!r} already holds a sweep; "
+                             f"continue it with --resume --name {name} or choose another "
+                             f"--name")
+        check_output(str(sweep_dir(storage, name) / "sweep.json"), "--storage")
+    summary = run_sweep(spec, storage, name, resume=args.resume, ray_address=args.ray_address)
+    failed = [t["run_dir"] for t in summary["trials"] if t["status"] != "done"]
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"sweep {summary['sweep_dir']}: {len(summary['trials']) - len(failed)} of "
+              f"{len(summary['trials'])} trials done")
+        for trial in summary["trials"]:
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in trial.items()
+                               if k.startswith("eval_") and not k.endswith("_stderr")
+                               and isinstance(v, float))
+            print(f"  {trial['run_dir']}: {trial['status']}{'; ' + scores if scores else ''}")
+    if failed:
+        print(f"metarl: error: {len(failed)} trial(s) failed for good; continue the sweep "
+              f"with --resume --name {name}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -291,6 +350,26 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from metarl.report import ReportError, build_report
+
+    check_output(args.out)
+    if args.reps < 100:
+        raise UsageError(f"--reps must be >= 100, got {args.reps}")
+    try:
+        result = build_report(args.paths, args.out, metric=args.metric, x=args.x, y=args.y,
+                              reps=args.reps)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(Path(args.out).read_text(), end="")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 # -------------------------------------------------------------------------- bench
 BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sampler",
               "inner-loop": "metarl.benchmarks.inner_loop",
@@ -337,22 +416,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- main
-def _add_train_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
-    if positional:
-        p.add_argument("agent", nargs="?", help="agent name (see `metarl list agents`)")
-        p.add_argument("env", nargs="?", help="env name (see `metarl list envs`)")
+def _add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """What to train and how to sample: shared by ``train`` and ``sweep``."""
+    p.add_argument("agent", nargs="?", help="agent name (see `metarl list agents`)")
+    p.add_argument("env", nargs="?", help="env name (see `metarl list envs`)")
     p.add_argument("--config", help="YAML file or preset name (e.g. rl2/bandit-k5-n10)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
                    help="override config keys, e.g. --set lr=1e-3 env.arms=10")
-    p.add_argument("--seed", type=int)
     p.add_argument("--iterations", type=int)
     p.add_argument("--device", help="cpu (default) or cuda")
-    p.add_argument("--run-dir", help="run directory (default runs/AGENT-ENV-seedN)")
     p.add_argument("--sampler", default="local", help="local (default) or ray")
     p.add_argument("--workers", type=int, default=2, help="Ray workers (--sampler ray)")
     p.add_argument("--ray-address", help="address of a running Ray cluster (default: local)")
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    _add_config_arguments(p)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", help="run directory (default runs/AGENT-ENV-seedN)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     p.set_defaults(func=cmd_train)
+
+
+def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    _add_config_arguments(p)
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds of every setting (default: "
+                   "the config's seed)")
+    p.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", action="extend",
+                   help="values to sweep, e.g. --grid lr=3e-4,1e-3 env.arms=5,10 (all "
+                   "combinations)")
+    p.add_argument("--storage", default="runs/sweeps", help="directory for the sweep, shared "
+                   "by every node of a cluster (default runs/sweeps)")
+    p.add_argument("--name", help="sweep name (default AGENT-ENV); its run dirs are "
+                   "STORAGE/NAME/runs/SETTING_seedN")
+    p.add_argument("--cpus", type=float, default=1.0, help="CPUs per trial, besides its Ray "
+                   "sampler workers (default 1; also its torch threads)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as "
+                   "the cluster's CPUs allow)")
+    p.add_argument("--max-failures", type=int, default=3, help="restarts of a failed trial, "
+                   "each from its last checkpoint (default 3)")
+    p.add_argument("--resume", action="store_true", help="continue the sweep STORAGE/NAME "
+                   "(Tuner.restore)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.set_defaults(func=cmd_sweep)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -368,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["all", "envs", "datasets", "agents", "presets"])
     p.set_defaults(func=cmd_list)
     _add_train_arguments(sub.add_parser("train", help="train an agent"))
+    _add_sweep_arguments(sub.add_parser("sweep", help="train a grid of settings x seeds on "
+                                        "Ray Tune (a local Ray or --ray-address)"))
     p = sub.add_parser("eval", help="adaptation curve of a trained run on held-out tasks")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -402,6 +510,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", action="append", default=[], metavar="[LABEL=]VALUE",
                    help="a dashed horizontal reference line, e.g. MAML-TRPO=-139 (repeatable)")
     p.set_defaults(func=cmd_plot)
+    p = sub.add_parser("report", help="aggregate runs across seeds: mean, IQM and bootstrap "
+                       "CIs per setting, learning curves with CI bands")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, or dirs holding them "
+                   "(a sweep: STORAGE/NAME)")
+    p.add_argument("--out", required=True, help="Markdown file; the curves go beside it "
+                   "(.png)")
+    p.add_argument("--metric", default="trial_return", help="final figure, from eval.json's "
+                   "summary (default trial_return)")
+    p.add_argument("--x", default="env_steps_total", help="progress.csv column for the "
+                   "curves' x axis (default env_steps_total)")
+    p.add_argument("--y", default="trial_return", help="progress.csv column for the curves "
+                   "(default trial_return)")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("bench", help="run a benchmark and print its figures")
     p.add_argument("name", help=f"one of: {', '.join(sorted(BENCHMARKS))}")
     p.add_argument("--env", help="env to benchmark (sampler; default cheetah-vel)")

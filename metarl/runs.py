@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,11 @@ def make_agent(config: RunConfig, env: MetaEnv):
         raise ConfigError(str(exc).splitlines()[0]) from None
 
 
-def make_trainer(run_dir: Path, config: RunConfig, env: MetaEnv, sampler) -> Trainer:
-    return Trainer(run_dir, config, make_agent(config, env), env, sampler)
+def make_trainer(run_dir: Path, config: RunConfig, env: MetaEnv, sampler,
+                 on_iteration: Callable[[dict[str, Any], Path | None], None] | None = None
+                 ) -> Trainer:
+    return Trainer(run_dir, config, make_agent(config, env), env, sampler,
+                   on_iteration=on_iteration)
 
 
 def checkpoint_iteration(run_dir: Path) -> int:

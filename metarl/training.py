@@ -155,10 +155,15 @@ class Trainer:
 
     Call :meth:`resume` first to continue the run in ``run_dir``; without it, :meth:`train`
     starts afresh and refuses a run dir that holds checkpoints (:class:`RunDirError`). The
-    CLI holds :func:`metarl.run_lock.run_lock` on ``run_dir`` around both."""
+    CLI holds :func:`metarl.run_lock.run_lock` on ``run_dir`` around both.
+
+    ``on_iteration(row, checkpoint)``, if given, is called after each iteration is logged
+    (and saved when due) with its progress row and the checkpoint written for it (``None``
+    when none was): ``metarl sweep`` reports to Ray Tune through it."""
 
     def __init__(self, run_dir: str | Path, config: RunConfig, agent: Agent, env: MetaEnv,
-                 sampler: Sampler, eval_sampler: Sampler | None = None):
+                 sampler: Sampler, eval_sampler: Sampler | None = None,
+                 on_iteration: Callable[[dict[str, Any], Path | None], None] | None = None):
         self.run_dir = Path(run_dir)
         self.config, self.agent, self.env = config, agent, env
         self.sampler = sampler
@@ -166,6 +171,7 @@ class Trainer:
         self.start_iteration = 0
         self.resumed = False
         self.log = ProgressLog(self.run_dir / "progress.csv")
+        self.on_iteration = on_iteration
 
     # ------------------------------------------------------------------ state
     def save(self, iteration: int) -> Path:
@@ -286,8 +292,9 @@ class Trainer:
                         writer.add_scalar(key, value, it)
         if bad:  # nothing of this iteration is saved: the last checkpoint is finite
             raise TrainingDiverged(it, bad, latest_checkpoint(self.run_dir))
-        if self._checkpoint_due(it):
-            self.save(it + 1)
+        saved = self.save(it + 1) if self._checkpoint_due(it) else None
+        if self.on_iteration is not None:
+            self.on_iteration(row, saved)
         bar.update(it + 1, metrics, env_steps)
         return env_steps
 

@@ -97,6 +97,52 @@ def test_an_unreachable_ray_head_is_one_line_within_seconds(workdir, capsys):
                                "address")
 
 
+# ---------------------------------------------------------------------------- sweeps
+SWEEP = ["sweep", "rl2", "bandit", "--storage", "sweeps"]
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--grid", "lr"], "--grid 'lr' is not of the form key=value1,value2,..."),
+    (["--grid", "lr=1e-3,"], "--grid 'lr=1e-3,' is not of the form key=value1,value2,..."),
+    (["--grid", "seed=1,2"], "--grid seed=... is not a setting to sweep; use --seeds"),
+    (["--grid", "lr=1e-3", "lr=1e-2"], "--grid lr is given twice"),
+    (["--grid", "lrr=1,2"], "unknown config key 'lrr'"),
+    (["--grid", "lr=1e-3,fast"], "config key 'lr' expects float, got 'fast'"),
+    (["--grid", "env.arms=5,1"], "env 'bandit': arms must be >= 2, got 1"),
+    (["--seeds", "0", "-1"], "--seeds must be in [0, 9223372036854775807], got -1"),
+    (["--seeds", "1", "1"], "--seeds has a seed twice: [1, 1]"),
+    (["--cpus", "0"], "cpus per trial must be > 0, got 0.0"),
+    (["--max-failures", "-1"], "--max-failures must be >= 0, got -1"),
+    (["--max-concurrent", "0"], "--max-concurrent must be >= 1, got 0"),
+    (["--sampler", "ray", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--resume"], "--resume needs --name NAME of the sweep under --storage"),
+    (["--resume", "--name", "none"], "no sweep 'none' under --storage 'sweeps' to resume"),
+])
+def test_a_bad_sweep_is_one_line_and_nothing_is_created(args, line, workdir, capsys):
+    """Every trial's config is checked before Ray starts or anything is written."""
+    assert refused([*SWEEP, *args], capsys).startswith(line)
+    assert listing(workdir) == {}
+
+
+def test_a_sweep_that_exists_is_not_mixed_with_a_new_one(workdir, capsys):
+    (workdir / "sweeps" / "rl2-bandit").mkdir(parents=True)
+    (workdir / "sweeps" / "rl2-bandit" / "sweep.json").write_text("{}")
+    before = listing(workdir)
+    assert refused(SWEEP, capsys) == (
+        f"{str(workdir / 'sweeps' / 'rl2-bandit')!r} already holds a sweep; continue it with "
+        f"--resume --name rl2-bandit or choose another --name")
+    (workdir / "file").write_text("")
+    assert refused([*SWEEP[:3], "--storage", "file"], capsys) == (
+        "--storage 'file' is not a directory")
+    assert listing(workdir) == {**before, "file": b""}
+
+
+def test_a_sweep_with_an_unreachable_ray_head_is_one_line(workdir, capsys):
+    assert refused([*SWEEP, "--ray-address", "nohost"], capsys).startswith(
+        "cannot reach a Ray head at --ray-address 'nohost': 'nohost' is not host:port")
+    assert listing(workdir) == {}
+
+
 @pytest.mark.parametrize("agent", [name for name, spec in agents.REGISTRY.items()
                                    if "discount" in {f.name for f in dataclasses.fields(
                                        spec.load()[1])}])

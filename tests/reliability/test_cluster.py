@@ -1,0 +1,184 @@
+"""``metarl sweep`` and the Ray sampler on a real multi-node Ray cluster: two raylets on this
+machine (``ray.cluster_utils.Cluster``, loopback only), driven as a user drives them, through
+``metarl sweep/train --ray-address`` in a subprocess. Processes are killed with SIGKILL on
+their real pids: a trial's trainer (the pid in its run dir's lock file), a sampler worker
+(a ``ray::SamplerWorker`` process of the cluster) in the middle of ``sample``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from as_a_user import CLI, progress_rows, without_time
+
+from metarl.cli import main
+
+TINY = ["tasks_per_iteration=4", "episodes_per_trial=2", "eval_tasks=4", "hidden_size=8",
+        "threads=1", "ppo_epochs=1", "minibatches=1"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head with one CPU and a second node with one CPU: two trials (or two sampler
+    workers) at once land on different nodes."""
+    pytest.importorskip("ray.tune")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def start(args: list[str], log: Path, address: str) -> subprocess.Popen:
+    """``metarl ARGS --ray-address ADDRESS`` in a subprocess, stderr to ``log``."""
+    with log.open("w") as stderr:
+        return subprocess.Popen([*CLI, *args, "--ray-address", address],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    return out
+
+
+def rows_reach(run: Path, rows: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while len(progress_rows(run)) < rows:
+        assert proc.poll() is None, "the command ended before the kill"
+        assert time.time() < deadline, f"{run} never reached {rows} progress rows"
+        time.sleep(0.02)
+
+
+def segments(run: Path) -> list[int]:
+    return [json.loads(line)["first_iteration"]
+            for line in (run / "segments.jsonl").read_text().splitlines()]
+
+
+def test_a_sweep_of_two_settings_by_two_seeds_on_two_nodes(cluster, tmp_path):
+    storage = tmp_path / "sweeps"
+    log = tmp_path / "sweep.stderr"
+    proc = start(["sweep", "rl2", "bandit", "--iterations", "2", "--seeds", "0", "1",
+                  "--grid", "lr=1e-3,3e-3", "--storage", str(storage), "--name", "s",
+                  "--json", "--set", *TINY], log, cluster.address)
+    summary = json.loads(finish(proc, log).strip().splitlines()[-1])
+    runs = storage / "s" / "runs"
+    names = sorted(p.name for p in runs.iterdir())
+    assert names == ["lr=0.001_seed0", "lr=0.001_seed1", "lr=0.003_seed0", "lr=0.003_seed1"]
+    assert [t["status"] for t in summary["trials"]] == ["done"] * 4
+    for name in names:  # each an ordinary run dir: its setting, seed and evaluation
+        config = yaml.safe_load((runs / name / "config.yaml").read_text())
+        lr, seed = name.split("_")
+        assert (config["lr"], f"seed{config['seed']}") == (float(lr[3:]), seed)
+        assert [r["iteration"] for r in progress_rows(runs / name)] == ["0", "1"]
+        assert (runs / name / "checkpoints" / "iter_000002.pt").is_file()
+        result = json.loads((runs / name / "eval.json").read_text())
+        trial = next(t for t in summary["trials"] if t["run_dir"].endswith(name))
+        assert trial["eval_trial_return"] == pytest.approx(result["trial_return"])
+    # the seeds differ, the settings differ: four different learning curves
+    assert len({json.dumps(without_time(progress_rows(runs / n))) for n in names}) == 4
+
+    assert main(["report", str(storage / "s"), "--out", str(tmp_path / "report.md")]) == 0
+    table = (tmp_path / "report.md").read_text()
+    assert "lr=0.001" in table and "lr=0.003" in table
+    assert (tmp_path / "report.png").stat().st_size > 0
+
+
+def test_a_killed_trial_resumes_from_its_checkpoint(cluster, tmp_path):
+    """SIGKILL the trial's trainer after its third iteration or later (checkpoints every 2):
+    Tune restarts it, it resumes at its last checkpoint, and every progress row equals an
+    uninterrupted run's."""
+    settings = [*TINY, "checkpoint_every=2"]
+    log = tmp_path / "sweep.stderr"
+    run = tmp_path / "sweeps" / "k" / "runs" / "seed0"
+    proc = start(["sweep", "rl2", "bandit", "--iterations", "6", "--seeds", "0", "--storage",
+                  str(tmp_path / "sweeps"), "--name", "k", "--set", *settings], log,
+                 cluster.address)
+    rows_reach(run, 3, proc)
+    pid = int((run / ".lock").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    rows_then = len(progress_rows(run))
+    finish(proc, log)
+    assert rows_then < 6, "the trial had finished when it was killed"
+    assert "seed0 failed; retrying from its last checkpoint" in log.read_text()
+    first, resumed = segments(run)  # resumed at its last checkpoint, not from scratch
+    assert first == 0 and resumed in (2, 4) and resumed <= rows_then
+
+    reference = tmp_path / "reference"
+    assert main(["train", "rl2", "bandit", "--iterations", "6", "--run-dir", str(reference),
+                 "--set", *settings]) == 0
+    assert without_time(progress_rows(run)) == without_time(progress_rows(reference))
+    assert ((run / "eval.json").read_text() == (reference / "eval.json").read_text())
+
+
+def sampler_workers() -> dict[int, str]:
+    """This machine's live ``ray::SamplerWorker`` processes: pid → title (the title ends in
+    ``.sample`` while the worker samples)."""
+    pids = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, UnicodeDecodeError):
+            continue
+        if title.startswith("ray::SamplerWorker") and state != "Z":
+            pids[int(entry.name)] = title
+    return pids
+
+
+def kill_a_sampling_worker(proc: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGKILL a sampler worker caught inside ``sample``; its pid."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        busy = [pid for pid, title in sampler_workers().items() if title.endswith(".sample")]
+        if busy:
+            os.kill(busy[0], signal.SIGKILL)
+            return busy[0]
+        time.sleep(0.001)
+    raise AssertionError("no sampler worker was caught inside sample")
+
+
+def test_a_sampler_worker_killed_on_the_cluster_changes_no_rollout(cluster, tmp_path):
+    """Two sampler workers, one per node; one is killed inside ``sample``: it is replaced,
+    its shard re-run, and the run's progress rows and evaluation equal those of a run
+    without Ray."""
+    args = ["train", "rl2", "bandit", "--iterations", "6", "--sampler", "ray", "--workers",
+            "2", "--set", *TINY, "tasks_per_iteration=8"]
+    run = tmp_path / "killed"
+    log = tmp_path / "train.stderr"
+    proc = start([*args, "--run-dir", str(run)], log, cluster.address)
+    rows_reach(run, 2, proc)
+    assert len(sampler_workers()) == 2
+    kill_a_sampling_worker(proc)
+    rows_then = len(progress_rows(run))
+    finish(proc, log)
+    assert rows_then < 6, "the run had finished when the worker was killed"
+    assert "replacing it" in log.read_text()
+    assert len(progress_rows(run)) == 6
+
+    reference = tmp_path / "local"
+    assert main([*args[:5], "--run-dir", str(reference), *args[9:]]) == 0
+    assert without_time(progress_rows(run)) == without_time(progress_rows(reference))
+    assert (run / "eval.json").read_text() == (reference / "eval.json").read_text()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
