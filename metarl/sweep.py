@@ -270,6 +270,12 @@ def run_sweep(spec: SweepSpec, storage: str | Path, name: str, *, resume: bool =
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, configure_logging=False,
                  log_to_driver=True, ignore_reinit_error=True)
+    need = spec.cpus + (spec.workers if spec.sampler == "ray" else 0)
+    have = ray.cluster_resources().get("CPU", 0.0)
+    if need > have:
+        raise SweepError(f"a trial needs {need:g} CPUs (--cpus {spec.cpus:g}"
+                         + (f" + --workers {spec.workers}" if spec.sampler == "ray" else "")
+                         + f") but the Ray cluster has {have:g}")
     trainable = tune.with_resources(train_trial, trial_resources(spec))
     run_config = tune.RunConfig(
         name=name, storage_path=str(root.parent), verbose=0,
