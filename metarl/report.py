@@ -119,12 +119,18 @@ def read_runs(run_dirs: Sequence[Path]) -> list[RunData]:
 
 # ------------------------------------------------------------------------------ final scores
 def eval_summary(run: RunData) -> dict[str, Any]:
-    """``summary`` of the run's eval.json, or ``{}`` without a readable one."""
+    """``summary`` of the run's eval.json with its adaptation curve as ``episode{k}_return``
+    (the held-out mean return of episode ``k`` of a trial: ``episode1_return`` is MAML's and
+    ProMP's one-step figure), or ``{}`` without a readable eval.json."""
     try:
-        summary = json.loads((run.path / "eval.json").read_text())["summary"]
+        result = json.loads((run.path / "eval.json").read_text())
+        summary = dict(result["summary"])
+        curve = result.get("returns_per_episode") or []
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-    return summary if isinstance(summary, dict) else {}
+    for k, value in enumerate(curve if isinstance(curve, list) else []):
+        summary.setdefault(f"episode{k}_return", value)
+    return summary
 
 
 def _finite(value: Any) -> bool:
@@ -311,9 +317,9 @@ def _setting(label: str, scores: Sequence[Score], *, reps: int, seed: int) -> di
 
 
 def ci_note(reps: int) -> str:
-    return (f"{CI_SIZE:.0%} CIs: stratified bootstrap over seeds, percentile intervals of "
-            f"{reps} resamples, as rliable computes them (Agarwal et al. 2021); with fewer "
-            f"than {FEW_SEEDS} seeds the interval is crude, with 1 seed there is none.")
+    return (f"{CI_SIZE:.0%} CIs: rliable's stratified bootstrap over seeds, percentile "
+            f"intervals of {reps} resamples (Agarwal et al. 2021); with fewer than "
+            f"{FEW_SEEDS} seeds the interval is crude, with 1 seed there is none.")
 
 
 # ------------------------------------------------------------------------------ rendering

@@ -177,6 +177,16 @@ def test_settings_are_labelled_by_the_keys_that_tell_them_apart(tmp_path):
     assert "rl2/bandit: seed 0 appears in more than one run dir" in (tmp_path / "r.md").read_text()
 
 
+def test_an_episode_of_the_adaptation_curve_is_a_metric(tmp_path):
+    """``episode{k}_return``: eval.json's returns_per_episode[k] (MAML's one-step figure)."""
+    runs = [_run(tmp_path / f"s{seed}", seed, final) for seed, final in enumerate([2.0, 6.0])]
+    result = build_report(runs, tmp_path / "r.md", metric="episode1_return", reps=100)
+    (setting,) = result["settings"]
+    assert [r["value"] for r in setting["runs"]] == [2.0, 6.0] and setting["mean"] == 4.0
+    result = build_report(runs, tmp_path / "r.md", metric="episode0_return", reps=100)
+    assert result["settings"][0]["mean"] == 0.0
+
+
 def test_runs_without_eval_json_use_the_last_eval_column_value(tmp_path):
     evals = [None, 0.5, None, 0.7, None]  # evaluated every other iteration; last row none
     xs = (0, 1, 2, 3, 4)
@@ -211,8 +221,9 @@ def test_runs_without_trial_return_curves_plot_the_eval_column(tmp_path):
     ("too deep", "no run dir"),
     ("missing path", "is not a directory"),
     ("metric", "--metric 'success' is in no run's eval.json summary or progress.csv "
-               "eval_success; valid metrics: first_episode_return, last_episode_return, "
-               "mean_return, trial_return, trial_return_stderr"),
+               "eval_success; valid metrics: episode0_return, episode1_return, "
+               "first_episode_return, last_episode_return, mean_return, trial_return, "
+               "trial_return_stderr"),
     ("run without the metric", "has no 'trial_return': no eval.json summary['trial_return'] "
                                "and no value in progress.csv eval_trial_return"),
     ("y", "column 'nope' is not in"),
