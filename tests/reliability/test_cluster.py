@@ -127,6 +127,34 @@ def test_a_killed_trial_resumes_from_its_checkpoint(cluster, tmp_path):
     assert ((run / "eval.json").read_text() == (reference / "eval.json").read_text())
 
 
+def test_a_sweep_whose_driver_was_killed_continues_with_resume(cluster, tmp_path):
+    """SIGKILL ``metarl sweep`` itself once a trial has 3 rows (its trials die with it):
+    ``metarl sweep --resume`` restores the sweep (Tuner.restore), every trial ends, and the
+    interrupted one resumed from its checkpoint with the rows of an uninterrupted run."""
+    settings = [*TINY, "checkpoint_every=2"]
+    storage = tmp_path / "sweeps"
+    run = storage / "d" / "runs" / "seed0"
+    log = tmp_path / "sweep.stderr"
+    proc = start(["sweep", "rl2", "bandit", "--iterations", "8", "--seeds", "0", "1",
+                  "--max-concurrent", "1", "--storage", str(storage), "--name", "d", "--set",
+                  *settings], log, cluster.address)
+    rows_reach(run, 3, proc)
+    proc.kill()
+    proc.wait()
+    rows_then = len(progress_rows(run))
+    assert rows_then < 8, "the trial had finished when the sweep was killed"
+    resumed = start(["sweep", "--resume", "--storage", str(storage), "--name", "d"],
+                    tmp_path / "resume.stderr", cluster.address)
+    finish(resumed, tmp_path / "resume.stderr")
+    first, again = segments(run)[:2]
+    assert first == 0 and 0 < again <= rows_then and again % 2 == 0
+    reference = tmp_path / "reference"
+    assert main(["train", "rl2", "bandit", "--iterations", "8", "--run-dir", str(reference),
+                 "--set", *settings]) == 0
+    assert without_time(progress_rows(run)) == without_time(progress_rows(reference))
+    assert len(progress_rows(storage / "d" / "runs" / "seed1")) == 8
+
+
 def sampler_workers() -> dict[int, str]:
     """This machine's live ``ray::SamplerWorker`` processes: pid → title (the title ends in
     ``.sample`` while the worker samples)."""
