@@ -111,25 +111,12 @@ def gather_config_values(args: argparse.Namespace, resume: bool = False) -> dict
     return values
 
 
-SAMPLERS = ("local", "ray")
-
-
-def make_sampler(env, kind: str, workers: int, ray_address: str | None):
-    from metarl.sampling import LocalSampler
-
-    if kind == "local":
-        return LocalSampler(env)
-    if kind == "ray":
-        from metarl.sampling.ray_sampler import RaySampler
-
-        return RaySampler(env, workers=workers, address=ray_address)
-    raise UsageError(f"unknown sampler {kind!r}; valid samplers: local, ray")
-
-
 def check_train_arguments(args: argparse.Namespace, ray: bool = False) -> None:
     """The sampler options and, when Ray is used (``--sampler ray``, or ``ray``: a sweep),
     that ``--ray-address`` answers; before anything else (the config keys' own ranges are
     checked by :func:`metarl.config.build_config`)."""
+    from metarl.sampling import SAMPLERS
+
     if args.sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {args.sampler!r}; valid samplers: "
                          f"{', '.join(SAMPLERS)}")
@@ -175,6 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from metarl import agents, runs
     from metarl.memory import check_memory
     from metarl.run_lock import run_lock
+    from metarl.sampling import make_sampler
     from metarl.training import latest_checkpoint
 
     check_train_arguments(args)
@@ -377,7 +365,8 @@ BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sa
               "rl2-update": "metarl.benchmarks.rl2_update", "mpc": "metarl.benchmarks.mpc",
               "dream": "metarl.benchmarks.dream"}
 #: bench options passed to a benchmark's ``run`` as keywords (when given)
-BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads", "epochs", "cores")
+BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads", "epochs", "cores",
+                 "ray_address", "spread")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -403,6 +392,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for key in ("workers", "tasks", "episodes", "threads", "epochs"):
         if options.get(key, 1) < 1:
             raise UsageError(f"--{key} must be >= 1, got {options[key]}")
+    if options.get("ray_address"):
+        from metarl.sampling.ray_sampler import unreachable_ray_head
+
+        why = unreachable_ray_head(options["ray_address"])
+        if why is not None:
+            raise UsageError(f"cannot reach a Ray head at --ray-address "
+                             f"{options['ray_address']!r}: {why}")
     try:
         result = run(**options)
     except ValueError as exc:  # a bad option value, e.g. an env the benchmark cannot run
@@ -535,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="PPO epochs per update (rl2-update; default 5)")
     p.add_argument("--cores", nargs="+", metavar="NAME",
                    help="recurrent cores to time (rl2-update; default all)")
+    p.add_argument("--ray-address", help="an existing Ray cluster for the workers (sampler; "
+                   "default: a local Ray started by the benchmark)")
+    p.add_argument("--spread", action="store_true", default=None,
+                   help="place the workers with Ray's SPREAD strategy, one per node (sampler)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--compare", metavar="FILE", help="run with FILE's recorded options and "
                    "flag (exit 1) each ratio more than 30%% worse than recorded there, e.g. "

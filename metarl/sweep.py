@@ -154,7 +154,7 @@ def train_trial(trial: dict[str, Any]) -> None:
     from ray import tune
 
     from metarl import agents, runs
-    from metarl.cli import make_sampler
+    from metarl.sampling import make_sampler
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per checkpoint
     from metarl.run_lock import run_lock

@@ -19,4 +19,20 @@ class Sampler(Protocol):
                episodes: int = 1, seed: int = 0) -> Rollouts: ...
 
 
-__all__ = ["LocalSampler", "Sampler", "env_keys"]
+#: the ``--sampler`` choices
+SAMPLERS = ("local", "ray")
+
+
+def make_sampler(env, kind: str, workers: int = 2, address: str | None = None) -> Sampler:
+    """A ``kind`` sampler (:data:`SAMPLERS`) for ``env``: ``ray`` with ``workers`` actors on
+    the Ray cluster at ``address`` (or the running / a new local Ray)."""
+    if kind == "local":
+        return LocalSampler(env)
+    if kind == "ray":
+        from metarl.sampling.ray_sampler import RaySampler
+
+        return RaySampler(env, workers=workers, address=address)
+    raise ValueError(f"unknown sampler {kind!r}; valid samplers: {', '.join(SAMPLERS)}")
+
+
+__all__ = ["SAMPLERS", "LocalSampler", "Sampler", "env_keys", "make_sampler"]

@@ -125,10 +125,20 @@ class LocalSampler:
             on_reset(episode, venv)
         alive = np.ones(venv.num_envs, dtype=bool)
         horizon = venv.max_episode_steps
-        no_grad = torch.no_grad()
+        # The loop's own cost is paid once per lockstep step whatever the batch size: a few
+        # µs per numpy or torch call (the physics between two steps evicts the caches), so
+        # it makes as few calls as it can (see docs/notes/performance.md).
+        act, observe, set_grad = policy.act, policy.observe, torch.set_grad_enabled
+        tensor = (torch.from_numpy if torch.device(device).type == "cpu"
+                  else lambda array: torch.as_tensor(array, device=device))
+        grad = torch.is_grad_enabled()
+        store = _Store(buffer, episode)
         for t in range(horizon):
-            with no_grad:
-                action, state, extras = policy.act(torch.as_tensor(obs, device=device), state)
+            set_grad(False)
+            try:
+                action, state, extras = act(tensor(np.asarray(obs)), state)
+            finally:
+                set_grad(grad)
             actions = action.cpu().numpy()
             next_obs, rewards, terminated, truncated, infos = venv.step(actions)
             if t == horizon - 1:
@@ -137,10 +147,10 @@ class LocalSampler:
             terminated, truncated = terminated & valid, truncated & valid
             step = Transition(obs, actions, np.where(valid, rewards, 0.0), next_obs,
                               terminated, truncated, valid, step=t, episode=episode)
-            _store(buffer, episode, t, step, extras, infos)
+            store(t, step, extras, infos)
             if on_step is not None:
                 on_step(step, venv)
-            state = policy.observe(state, step)
+            state = observe(state, step)
             alive &= ~(terminated | truncated)
             obs = next_obs
             if not alive.any():
@@ -154,10 +164,43 @@ def rendering_vector_env(env: MetaEnv, num_envs: int) -> SerialVectorEnv:
     return SerialVectorEnv([lambda: type(env)(**kwargs) for _ in range(num_envs)])
 
 
+_STEP_NAMES = ("observations", "actions", "rewards", "next_observations", "terminated",
+               "truncated", "valid")
+
+
+class _Store:
+    """Writes each step of one episode into a :class:`_Buffer`: by name on the first step,
+    then straight into the arrays found then while the extras' and infos' names stay the
+    same (one ``array[k, t] = value`` per field)."""
+
+    def __init__(self, buffer: _Buffer, k: int):
+        self.buffer, self.k = buffer, k
+        self.names: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self.arrays: list[np.ndarray] = []
+
+    def __call__(self, t: int, step: Transition, extras: dict[str, torch.Tensor],
+                 infos: dict[str, np.ndarray]) -> None:
+        names = (tuple(extras), tuple(infos))
+        if names != self.names:
+            _store(self.buffer, self.k, t, step, extras, infos)
+            arrays = self.buffer.arrays
+            self.names = names
+            self.arrays = [arrays[name] for name in (*_STEP_NAMES,
+                                                     *[f"extras/{key}" for key in names[0]],
+                                                     *[f"infos/{key}" for key in names[1]])]
+            return
+        values = [step.observations, step.actions, step.rewards, step.next_observations,
+                  step.terminated, step.truncated, step.valid,
+                  *[value.detach().cpu().numpy() for value in extras.values()],
+                  *infos.values()]
+        k = self.k
+        for array, value in zip(self.arrays, values, strict=True):
+            array[k, t] = value
+
+
 def _store(buffer: _Buffer, k: int, t: int, step: Transition, extras: dict[str, torch.Tensor],
            infos: dict[str, np.ndarray]) -> None:
-    for name in ("observations", "actions", "rewards", "next_observations", "terminated",
-                 "truncated", "valid"):
+    for name in _STEP_NAMES:
         buffer.put(name, k, t, np.asarray(getattr(step, name)))
     for key, value in extras.items():
         buffer.put(f"extras/{key}", k, t, value.detach().cpu().numpy())

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -206,6 +207,43 @@ def test_a_sampler_worker_killed_on_the_cluster_changes_no_rollout(cluster, tmp_
     assert main([*args[:5], "--run-dir", str(reference), *args[9:]]) == 0
     assert without_time(progress_rows(run)) == without_time(progress_rows(reference))
     assert (run / "eval.json").read_text() == (reference / "eval.json").read_text()
+
+
+SPREAD_SCRIPT = textwrap.dedent("""
+    import json
+    import ray
+    from ray.cluster_utils import Cluster
+    from metarl.envs import make
+    from metarl.sampling.ray_sampler import RaySampler
+
+    cluster = Cluster(initialize_head=True, connect=True,
+                      head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    try:
+        sampler = RaySampler(make("bandit"), workers=2, scheduling_strategy="SPREAD")
+        nodes = sampler.worker_nodes()
+        sampler.close()
+        alive = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+        print(json.dumps({"workers": nodes, "cluster": alive}))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+""")
+
+
+@pytest.mark.reliability_slow
+def test_spread_puts_the_workers_on_distinct_nodes():
+    """Two nodes with two CPUs each: "SPREAD" places the two workers one per node (a
+    cluster of two raylets on this machine, in a subprocess of its own)."""
+    pytest.importorskip("ray")
+    proc = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    placed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(placed["cluster"]) == 2
+    assert sorted(placed["workers"]) == sorted(placed["cluster"])
 
 
 if __name__ == "__main__":
