@@ -233,22 +233,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                              f"--name")
         check_output(str(sweep_dir(storage, name) / "sweep.json"), "--storage")
     summary = run_sweep(spec, storage, name, resume=args.resume, ray_address=args.ray_address)
-    failed = [t["run_dir"] for t in summary["trials"] if t["status"] != "done"]
+    failed = [t["run_dir"] for t in summary["trials"] if t["status"] == "error"]
+    diverged = [t["run_dir"] for t in summary["trials"] if t["status"] == "diverged"]
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"sweep {summary['sweep_dir']}: {len(summary['trials']) - len(failed)} of "
-              f"{len(summary['trials'])} trials done")
+        done = len(summary["trials"]) - len(failed) - len(diverged)
+        print(f"sweep {summary['sweep_dir']}: {done} of {len(summary['trials'])} trials done")
         for trial in summary["trials"]:
             scores = ", ".join(f"{k} {v:.4g}" for k, v in trial.items()
                                if k.startswith("eval_") and not k.endswith("_stderr")
                                and isinstance(v, float))
             print(f"  {trial['run_dir']}: {trial['status']}{'; ' + scores if scores else ''}")
+    if diverged:
+        print(f"metarl: {len(diverged)} trial(s) diverged (their last good checkpoints are "
+              f"kept): {', '.join(diverged)}", file=sys.stderr)
     if failed:
         print(f"metarl: error: {len(failed)} trial(s) failed for good; continue the sweep "
               f"with --resume --name {name}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or diverged else 0
 
 
 # --------------------------------------------------------------------------- eval

@@ -154,11 +154,12 @@ def train_trial(trial: dict[str, Any]) -> None:
     from ray import tune
 
     from metarl import agents, runs
+    from metarl.run_lock import run_lock
     from metarl.sampling import make_sampler
+    from metarl.stopping import TrainingDiverged
+    from metarl.training import latest_checkpoint
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per checkpoint
-    from metarl.run_lock import run_lock
-    from metarl.training import latest_checkpoint
 
     spec = SweepSpec(**trial["spec"])
     run_dir = Path(trial["runs_dir"]) / trial_label(trial["setting"], trial["seed"])
@@ -184,7 +185,12 @@ def train_trial(trial: dict[str, Any]) -> None:
         if latest_checkpoint(run_dir) is not None:
             start = trainer.resume()
             print(f"metarl: {run_dir.name} resumes at iteration {start}", file=sys.stderr)
-        trainer.train(progress=False)
+        try:
+            trainer.train(progress=False)
+        except TrainingDiverged as exc:  # deterministic: a retry would diverge again
+            print(f"metarl: {run_dir.name} {exc}", file=sys.stderr)
+            tune.report({"iteration": exc.iteration, "diverged": 1})
+            return
         result = runs.final_evaluation(trainer, progress=False)
     tune.report({"iteration": config.trainer.iterations, "final": 1, **_reportable(result)})
 
@@ -216,37 +222,37 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 # ------------------------------------------------------------------------- the driver
-class _Lines:
+def trial_lines() -> Any:
     """A Tune callback printing one line per trial event on stderr."""
+    from ray.tune import Callback
 
-    def __new__(cls, labels: dict[str, str]):
-        from ray.tune import Callback
+    def name(trial: Any) -> str:
+        return trial_label(trial.config["setting"], trial.config["seed"])
 
-        class Lines(Callback):
-            def _name(self, trial: Any) -> str:
-                return labels.get(trial.trial_id) or trial_label(
-                    trial.config["setting"], trial.config["seed"])
+    class TrialLines(Callback):
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any):
+            print(f"metarl sweep: {name(trial)} started", file=sys.stderr)
 
-            def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any):
-                print(f"metarl sweep: {self._name(trial)} started", file=sys.stderr)
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
+            print(f"metarl sweep: {name(trial)} failed; retrying from its last checkpoint",
+                  file=sys.stderr)
 
-            def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any):
-                print(f"metarl sweep: {self._name(trial)} failed; retrying from its last "
-                      f"checkpoint", file=sys.stderr)
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
+            result = trial.last_result or {}
+            if result.get("diverged"):
+                print(f"metarl sweep: {name(trial)} diverged at iteration "
+                      f"{result.get('iteration')}; its checkpoints are intact", file=sys.stderr)
+                return
+            scores = {k: round(v, 4) for k, v in result.items()
+                      if k.startswith("eval_") and not k.endswith("stderr")
+                      and isinstance(v, float)}
+            print(f"metarl sweep: {name(trial)} done {json.dumps(scores)}", file=sys.stderr)
 
-            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
-                result = trial.last_result or {}
-                scores = {k: round(v, 4) for k, v in result.items()
-                          if k.startswith("eval_") and not k.endswith("stderr")
-                          and isinstance(v, float)}
-                print(f"metarl sweep: {self._name(trial)} done {json.dumps(scores)}",
-                      file=sys.stderr)
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
+            print(f"metarl sweep: {name(trial)} failed for good (see {trial.path})",
+                  file=sys.stderr)
 
-            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any):
-                print(f"metarl sweep: {self._name(trial)} failed for good (see "
-                      f"{trial.path})", file=sys.stderr)
-
-        return Lines()
+    return TrialLines()
 
 
 def sweep_dir(storage: str | Path, name: str) -> Path:
@@ -281,7 +287,7 @@ def run_sweep(spec: SweepSpec, storage: str | Path, name: str, *, resume: bool =
         name=name, storage_path=str(root.parent), verbose=0,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[JsonLoggerCallback(), _Lines({})])
+        callbacks=[JsonLoggerCallback(), trial_lines()])
     if resume:
         tuner = tune.Tuner.restore(str(root), trainable, resume_unfinished=True,
                                    resume_errored=True)
@@ -307,8 +313,9 @@ def run_sweep(spec: SweepSpec, storage: str | Path, name: str, *, resume: bool =
         config = result.config or {}
         label = trial_label(config.get("setting", {}), config.get("seed", 0))
         metrics = result.metrics or {}
-        trials.append({"run_dir": str(runs_dir / label),
-                       "status": "error" if result.error else "done",
+        status = ("error" if result.error else
+                  "diverged" if (result.metrics or {}).get("diverged") else "done")
+        trials.append({"run_dir": str(runs_dir / label), "status": status,
                        **{k: v for k, v in metrics.items() if k.startswith("eval_")}})
     return {"sweep_dir": str(root), "trials": sorted(trials, key=lambda t: t["run_dir"])}
 

@@ -156,6 +156,28 @@ def test_a_sweep_whose_driver_was_killed_continues_with_resume(cluster, tmp_path
     assert len(progress_rows(storage / "d" / "runs" / "seed1")) == 8
 
 
+def test_a_diverging_trial_stops_with_its_last_good_checkpoint_and_is_not_retried(
+        cluster, tmp_path):
+    """lr=1e30 diverges at once (tests/reliability/test_divergence.py): the trial ends at
+    its first iteration without a retry, the other setting trains on; exit 1 naming it."""
+    storage = tmp_path / "sweeps"
+    log = tmp_path / "sweep.stderr"
+    proc = start(["sweep", "rl2", "bandit", "--iterations", "3", "--grid", "lr=1e-3,1e30",
+                  "--storage", str(storage), "--name", "div", "--json", "--set", *TINY,
+                  "checkpoint_every=1"], log, cluster.address)
+    out, _ = proc.communicate(timeout=240)
+    err = log.read_text()
+    assert proc.returncode == 1, err[-3000:]
+    status = {Path(t["run_dir"]).name: t["status"]
+              for t in json.loads(out.strip().splitlines()[-1])["trials"]}
+    assert status == {"lr=0.001_seed0": "done", "lr=1e+30_seed0": "diverged"}
+    assert "lr=1e+30_seed0 diverged at iteration 0" in err and "retrying" not in err
+    assert "1 trial(s) diverged" in err
+    diverged = storage / "div" / "runs" / "lr=1e+30_seed0"
+    assert not list(diverged.glob("checkpoints/*.pt"))  # nothing of a blown-up iteration
+    assert len(progress_rows(storage / "div" / "runs" / "lr=0.001_seed0")) == 3
+
+
 def sampler_workers() -> dict[int, str]:
     """This machine's live ``ray::SamplerWorker`` processes: pid → title (the title ends in
     ``.sample`` while the worker samples)."""
