@@ -112,11 +112,12 @@ def trial_label(setting: dict[str, Any], seed: int) -> str:
 
 
 def check_spec(spec: SweepSpec) -> None:
-    """Validate every trial's config (names, keys, types, ranges) and the resources, before
-    anything is written or Ray starts; raises :class:`SweepError` or the config's own error
-    (one line each)."""
-    from metarl import runs
+    """Validate every trial's config (names, keys, types, ranges, memory) and the resources,
+    before anything is written or Ray starts; raises :class:`SweepError` or the config's own
+    error (one line each)."""
+    from metarl import agents, runs
     from metarl.config import SEEDS
+    from metarl.memory import check_memory
 
     if not spec.seeds:
         raise SweepError("--seeds needs at least one seed")
@@ -126,13 +127,15 @@ def check_spec(spec: SweepSpec) -> None:
         if seed not in SEEDS:
             raise SweepError(f"--seeds must be {SEEDS}, got {seed}")
     if spec.cpus <= 0:
-        raise SweepError(f"cpus per trial must be > 0, got {spec.cpus}")
+        raise SweepError(f"--cpus must be > 0, got {spec.cpus}")
     if spec.max_failures < 0:
         raise SweepError(f"--max-failures must be >= 0, got {spec.max_failures}")
     if spec.max_concurrent is not None and spec.max_concurrent < 1:
         raise SweepError(f"--max-concurrent must be >= 1, got {spec.max_concurrent}")
     for setting in spec.settings():  # the env too: some of its values are checked there
-        runs.build_run_config(spec.trial_values(setting, spec.seeds[0]))
+        config, env = runs.build_run_config(spec.trial_values(setting, spec.seeds[0]))
+        agent_cls, _ = agents.get(config.agent).load()
+        check_memory(agent_cls.memory_needs(config, env))  # sizes that cannot fit
 
 
 def trial_resources(spec: SweepSpec) -> Any:

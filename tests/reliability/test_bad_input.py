@@ -111,7 +111,7 @@ SWEEP = ["sweep", "rl2", "bandit", "--storage", "sweeps"]
     (["--grid", "env.arms=5,1"], "env 'bandit': arms must be >= 2, got 1"),
     (["--seeds", "0", "-1"], "--seeds must be in [0, 9223372036854775807], got -1"),
     (["--seeds", "1", "1"], "--seeds has a seed twice: [1, 1]"),
-    (["--cpus", "0"], "cpus per trial must be > 0, got 0.0"),
+    (["--cpus", "0"], "--cpus must be > 0, got 0.0"),
     (["--max-failures", "-1"], "--max-failures must be >= 0, got -1"),
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1, got 0"),
     (["--sampler", "ray", "--workers", "0"], "--workers must be >= 1, got 0"),
@@ -121,6 +121,12 @@ SWEEP = ["sweep", "rl2", "bandit", "--storage", "sweeps"]
 def test_a_bad_sweep_is_one_line_and_nothing_is_created(args, line, workdir, capsys):
     """Every trial's config is checked before Ray starts or anything is written."""
     assert refused([*SWEEP, *args], capsys).startswith(line)
+    assert listing(workdir) == {}
+
+
+def test_a_sweep_setting_that_cannot_fit_in_memory_is_refused(workdir, capsys):
+    line = refused([*SWEEP, "--grid", "eval_tasks=4,1000000000"], capsys)
+    assert "an evaluation's rollouts" in line and "eval_tasks" in line
     assert listing(workdir) == {}
 
 
