@@ -51,8 +51,10 @@ def ctrl_cost(action: Array, low: np.ndarray, high: np.ndarray, weight: float) -
     """``c ||a||^2`` of the commanded action clipped to ``[low, high]`` (numpy: in float64;
     torch: in the tensor's dtype)."""
     xp = array_namespace(action)
-    if xp is np:
-        action = np.asarray(action, dtype=np.float64)
+    if xp is np:  # the ufuncs np.clip and .sum call, without their Python wrappers (~4 µs a
+        # step in the sampler); float32 bounds are upcast exactly
+        a = np.asarray(action, dtype=np.float64).clip(low, high)
+        return weight * np.add.reduce(np.square(a), -1)
     a = xp.clip(action, as_array_like(low, action), as_array_like(high, action))
     return weight * xp.square(a).sum(-1)
 

@@ -52,16 +52,23 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
         self.single_observation_space = proto.observation_space
         self.single_action_space = proto.action_space
         self.max_episode_steps = proto.max_episode_steps
+        self._dt = proto.dt  # a property reading model.opt: ~4 µs a step in the sampler
         self.model = proto.model
         self.datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
         self._ant = isinstance(proto, AntEnv)  # velocity of a body, external forces
         self._kinematics = self._ant and proto._root_observed  # xpos in step with qpos
         self._body = self.model.body(proto._main_body).id if self._ant else 0
-        self._qpos = np.zeros((num_envs, self.model.nq))
-        self._qvel = np.zeros((num_envs, self.model.nv))
+        # qpos and qvel side by side: the observation is one slice of it, copied (~3 µs a
+        # step less than a concatenate)
+        nq = self.model.nq
+        self._state = np.zeros((num_envs, nq + self.model.nv))
+        self._qpos, self._qvel = self._state[:, :nq], self._state[:, nq:]
+        self._skipped = proto.observation_structure["skipped_qpos"]
         self._xy = np.zeros((num_envs, 2))  # the ant's main body position, as MjData has it
         self._cfrc = np.zeros((num_envs, self.model.nbody, 6))
-        self._elapsed = np.zeros(num_envs, dtype=np.int64)
+        # steps since the reset (all environments reset together); an int, not an array:
+        # ~3 µs a step less
+        self._elapsed = 0
         self._rng: BatchRNG | None = None
         # per environment: its MjData and views of the fields read and written every step
         self._io = [(data, data.ctrl, data.qpos, data.qvel, data.xpos[self._body, :2],
@@ -96,7 +103,7 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
             data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
             mujoco.mj_forward(self.model, data)
             self._read(i)
-        self._elapsed[:] = 0
+        self._elapsed = 0
         return self._observation(), self._position_infos()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -114,8 +121,10 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
         infos = {**self._position_infos(), "x_velocity": state.x_velocity, **terms}
         if self._ant:
             infos["y_velocity"] = state.xy_velocity[:, 1]
-        return (self._observation(), sum(terms.values()), np.zeros(self.num_envs, dtype=bool),
-                self._elapsed >= self.max_episode_steps, infos)
+        n = self.num_envs
+        truncated = (np.ones(n, dtype=bool) if self._elapsed >= self.max_episode_steps
+                     else np.zeros(n, dtype=bool))
+        return self._observation(), sum(terms.values()), np.zeros(n, dtype=bool), truncated, infos
 
     def close(self) -> None:
         if self._pool is not None:
@@ -158,7 +167,7 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
     def _step_state(self, before: np.ndarray) -> StepState:
         """Velocities as gymnasium computes them: the displacement of ``qpos[0]`` (cheetah)
         or of the main body's ``xpos`` (ant) over ``dt``."""
-        dt = self.env.dt
+        dt = self._dt
         if not self._ant:
             return StepState(self._qpos, self._qvel, (self._qpos[:, 0] - before) / dt)
         xy_velocity = (self._xy - before) / dt
@@ -168,11 +177,11 @@ class VectorMujocoTaskEnv(VectorMetaEnv):
         """Gymnasium's ``_get_obs`` for all environments, following ``observation_structure``
         (positions minus the skipped ones, velocities, clipped external forces)."""
         env = self.env
-        parts = [self._qpos[:, env.observation_structure["skipped_qpos"]:], self._qvel]
+        kept = self._state[:, self._skipped:]  # qpos minus the skipped, qvel
         if self._ant and env._include_cfrc_ext_in_observation:
             forces = np.clip(self._cfrc[:, 1:], *env._contact_force_range)
-            parts.append(forces.reshape(self.num_envs, -1))
-        return np.concatenate(parts, axis=1)
+            return np.concatenate([kept, forces.reshape(self.num_envs, -1)], axis=1)
+        return kept.copy()
 
     def _position_infos(self) -> dict[str, np.ndarray]:
         infos = {"x_position": self._qpos[:, 0].copy()}

@@ -17,6 +17,11 @@ Adaptation lives in ``state``: a recurrent policy keeps its hidden state across 
 a gradient-based one takes its inner step in ``end_episode``, and so on. ``act`` receives
 and returns torch tensors on the policy's device; ``extras`` are per-step outputs the
 agent needs later (log-probabilities, values) and end up in ``Rollouts.extras``.
+
+A policy that acts in numpy may also define ``act_numpy(obs, state) -> (action, state,
+extras)``, ``act`` on numpy arrays (returning numpy arrays): the same results, without the
+torch <-> numpy conversions of every step. :class:`~metarl.sampling.LocalSampler` calls it
+for a CPU policy whose class defines it next to ``act``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -124,27 +123,40 @@ class GaussianMLP(nn.Module):
                                 array("head.log_std").astype(np.float64))
 
 
-class NumpyGaussianMLP(NamedTuple):
-    """A frozen copy of a :class:`GaussianMLP` that acts in numpy."""
+class NumpyGaussianMLP:
+    """A frozen copy of a :class:`GaussianMLP` that acts in numpy. What is the same at every
+    step, ``exp(log_std)`` and the log-density's constant, is computed once per batch size
+    (~4 µs a step less in the sampler)."""
 
-    layers: list[tuple[np.ndarray, np.ndarray, bool]]
-    activation: str
-    log_std: np.ndarray
+    __slots__ = ("layers", "activation", "log_std", "_gaussian")
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, bool]], activation: str,
+                 log_std: np.ndarray):
+        self.layers, self.activation, self.log_std = layers, activation, log_std
+        self._gaussian: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def gaussian(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(std, constant)`` for ``batch`` rows: ``exp(log_std)`` (``[act_dim]``, or per
+        task one row per environment) and ``sum(log_std) + dim/2 log(2 pi)``."""
+        cached = self._gaussian.get(batch)
+        if cached is None:
+            log_std = self.log_std
+            if log_std.ndim == 2:  # per task: one row per environment
+                log_std = np.repeat(log_std, batch // len(log_std), axis=0)
+            constant = log_std.sum(-1) + 0.5 * log_std.shape[-1] * math.log(2 * math.pi)
+            cached = self._gaussian[batch] = (np.exp(log_std), constant)
+        return cached
 
     def act(self, obs: np.ndarray, rng: BatchRNG, deterministic: bool = False
             ) -> tuple[np.ndarray, np.ndarray]:
         """Actions ``[B, act_dim]`` (float32) and their log-probabilities ``[B]``; the draw
         is the same as :meth:`GaussianHead.sample`'s."""
         mean = numpy_mlp(self.layers, obs.astype(np.float32, copy=False), self.activation)
-        dim = mean.shape[-1]
-        log_std = self.log_std
-        if log_std.ndim == 2:  # per task: one row per environment
-            log_std = np.repeat(log_std, len(mean) // len(log_std), axis=0)
-        constant = log_std.sum(-1) + 0.5 * dim * math.log(2 * math.pi)
+        std, constant = self.gaussian(len(mean))
         if deterministic:
             return mean, np.broadcast_to(-constant, (len(mean),)).astype(np.float32)
         noise = rng.standard_normal(mean.shape)
-        action = mean + np.exp(log_std) * noise
+        action = mean + std * noise
         log_prob = -0.5 * np.einsum("bi,bi->b", noise, noise) - constant
         return action.astype(np.float32), log_prob.astype(np.float32)
 
@@ -162,6 +174,12 @@ class GaussianMLPPolicy(StatelessPolicy):
 
     def act(self, obs: torch.Tensor, state: tuple[BatchRNG, NumpyGaussianMLP]
             ) -> tuple[torch.Tensor, tuple[BatchRNG, NumpyGaussianMLP], dict[str, torch.Tensor]]:
+        action, state, extras = self.act_numpy(obs.numpy(), state)
+        return torch.from_numpy(action), state, {"log_prob": torch.from_numpy(extras["log_prob"])}
+
+    def act_numpy(self, obs: np.ndarray, state: tuple[BatchRNG, NumpyGaussianMLP]
+                  ) -> tuple[np.ndarray, tuple[BatchRNG, NumpyGaussianMLP], dict[str, np.ndarray]]:
+        """:meth:`act` on numpy arrays (what the sampler calls: no torch conversions)."""
         rng, frozen = state
-        action, log_prob = frozen.act(obs.numpy(), rng, self.deterministic)
-        return torch.from_numpy(action), state, {"log_prob": torch.from_numpy(log_prob)}
+        action, log_prob = frozen.act(obs, rng, self.deterministic)
+        return action, state, {"log_prob": log_prob}
