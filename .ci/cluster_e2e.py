@@ -1,6 +1,6 @@
 """End to end on a real two-node Ray cluster, as the README's recipe runs it: ``ray start
---head``, a second node with ``ray start --address``, ``ray job submit --working-dir . --
-metarl sweep ...`` (2 settings x 2 seeds of a tiny RL² bandit run), then check the four run
+--head``, a second node with ``ray start --address``, ``ray job submit`` (the working dir
+without the package's sources) ``-- metarl sweep ...`` (2 settings x 2 seeds of a tiny RL² bandit run), then check the four run
 dirs and the report, and stop the cluster. Every process the script started is stopped
 (found by the cluster's private temp dir and their descendants, so another Ray instance on
 the machine is left alone) and checked gone; exit 0 only when all of it held.
@@ -113,7 +113,9 @@ def main() -> int:
                    "log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))")
         assert nodes.strip().splitlines()[-1] == "2", nodes
         address = f"http://127.0.0.1:{dashboard}"
-        runtime_env = json.dumps({"working_dir": ".", "excludes": [".git", ".ci-mw"]})
+        # the README's runtime env: the package from the install, the working dir for configs
+        runtime_env = json.dumps({"working_dir": ".", "excludes": [
+            ".git", ".ci-mw", "/metarl", "/envs", "/agents"]})
         out = sh("ray", "job", "submit", f"--address={address}",
                  f"--runtime-env-json={runtime_env}", "--",
                  "metarl", "sweep", "rl2", "bandit", "--iterations", "3", "--seeds", "0", "1",

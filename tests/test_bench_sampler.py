@@ -6,7 +6,13 @@ import json
 
 import numpy as np
 
-from metarl.benchmarks.sampler import _TimedEnv, _TimedPolicy, benchmark_policy, run, step_breakdown
+from metarl.benchmarks.sampler import (
+    _TimedEnv,
+    benchmark_policy,
+    run,
+    step_breakdown,
+    timed_policy,
+)
 from metarl.envs import make
 from metarl.sampling import LocalSampler
 
@@ -56,11 +62,15 @@ def test_timed_policy_and_env_leave_the_rollouts_unchanged():
     tasks = env.split_tasks("train", 3)
     policy = _policy(env)
     plain = LocalSampler(make("point-nav")).sample(policy, tasks, trials=2, episodes=2, seed=4)
-    timed_env, timed_policy = _TimedEnv(make("point-nav")), _TimedPolicy(policy)
-    timed = LocalSampler(timed_env).sample(timed_policy, tasks, trials=2, episodes=2, seed=4)
+    timed_env, timed = _TimedEnv(make("point-nav")), timed_policy(policy)
+    rollouts = LocalSampler(timed_env).sample(timed, tasks, trials=2, episodes=2, seed=4)
     for name in FIELDS:
-        assert np.array_equal(getattr(plain, name), getattr(timed, name)), name
-    assert timed_policy.seconds > 0 and timed_env.vectors[0].seconds > 0
+        assert np.array_equal(getattr(plain, name), getattr(rollouts, name)), name
+    assert timed.seconds > 0 and timed_env.vectors[0].seconds > 0
+    # the sampler takes the policy's own path: it acts through the timed act_numpy
+    from metarl.sampling.local import _numpy_act
+
+    assert isinstance(timed, type(policy)) and _numpy_act(timed).__func__ is type(timed).act_numpy
 
 
 def test_step_breakdown_splits_a_call_per_lockstep_step():

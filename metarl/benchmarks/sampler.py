@@ -44,6 +44,7 @@ autogroup scheduling, all processes started from one session share one CPU share
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -121,27 +122,31 @@ def best_times(runs: dict[str, Callable[[], object]], repeats: int,
     return best
 
 
-class _TimedPolicy:
-    """Delegates to ``policy``, adding up the seconds spent in ``act``."""
+def timed_policy(policy: Policy) -> Any:
+    """A shallow copy of ``policy`` whose ``act`` (and ``act_numpy``, if its class has one)
+    add up their seconds in ``.seconds``: a subclass of the policy's own class, so the
+    sampler takes the same path for it (numpy acting, a stateless policy's skipped
+    ``observe``) as for the policy."""
+    base = type(policy)
 
-    def __init__(self, policy: Policy):
-        self.policy, self.seconds = policy, 0.0
-        self.device = getattr(policy, "device", torch.device("cpu"))
+    class Timed(base):  # type: ignore[valid-type, misc]
+        def act(self, obs, state):
+            start = time.perf_counter()
+            out = super().act(obs, state)
+            self.seconds += time.perf_counter() - start
+            return out
 
-    def reset(self, tasks, trials, rng):
-        return self.policy.reset(tasks, trials, rng)
+        if hasattr(base, "act_numpy"):
+            def act_numpy(self, obs, state):
+                start = time.perf_counter()
+                out = super().act_numpy(obs, state)
+                self.seconds += time.perf_counter() - start
+                return out
 
-    def act(self, obs, state):
-        start = time.perf_counter()
-        out = self.policy.act(obs, state)
-        self.seconds += time.perf_counter() - start
-        return out
-
-    def observe(self, state, step):
-        return self.policy.observe(state, step)
-
-    def end_episode(self, state, episode):
-        return self.policy.end_episode(state, episode)
+    timed = copy.copy(policy)
+    timed.__class__ = Timed
+    timed.seconds = 0.0
+    return timed
 
 
 class _TimedVector:
@@ -185,23 +190,22 @@ def step_breakdown(env: MetaEnv, policy: Policy, tasks: Sequence[Task], episodes
     """One LocalSampler call (after a warm-up) with the policy's ``act`` and the vector
     env's ``reset``/``step`` timed: µs per lockstep step in ``policy``, ``env`` and the rest
     (``sampler``: the loop's own work, and the timers' few µs)."""
-    timed = _TimedEnv(env)
-    sampler = LocalSampler(timed, threads=threads)  # type: ignore[arg-type]
-    timed_policy = _TimedPolicy(policy)
+    timed_env = _TimedEnv(env)
+    sampler = LocalSampler(timed_env, threads=threads)  # type: ignore[arg-type]
+    timed = timed_policy(policy)
     try:
         for _ in range(2):  # the second call is measured
-            timed_policy.seconds = 0.0
-            for vector in timed.vectors:
+            timed.seconds = 0.0
+            for vector in timed_env.vectors:
                 vector.seconds = 0.0
             start = time.perf_counter()
-            rollouts = sampler.sample(timed_policy, tasks, trials=1, episodes=episodes, seed=0)
+            rollouts = sampler.sample(timed, tasks, trials=1, episodes=episodes, seed=0)
             wall = time.perf_counter() - start
     finally:
         sampler.close()
     lockstep = int(rollouts.valid.any(axis=(0, 1)).sum())  # steps with any env running
-    env_s = sum(vector.seconds for vector in timed.vectors)
-    per_step = {"policy": timed_policy.seconds, "env": env_s,
-                "sampler": wall - timed_policy.seconds - env_s}
+    env_s = sum(vector.seconds for vector in timed_env.vectors)
+    per_step = {"policy": timed.seconds, "env": env_s, "sampler": wall - timed.seconds - env_s}
     return {"envs": len(tasks), **{k: round(v / lockstep * 1e6, 1) for k, v in per_step.items()}}
 
 
