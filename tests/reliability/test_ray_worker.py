@@ -300,7 +300,8 @@ def test_exhausted_retries_leave_the_last_checkpoint(workload, sampler, tmp_path
 
 
 # ------------------------------------------------------------------ as a user
-TINY = ["--iterations", "10", "--seed", "3", "--set", "tasks_per_iteration=4",
+ITERATIONS = 30  # long enough that a worker is found and killed before the run ends
+TINY = ["--iterations", str(ITERATIONS), "--seed", "3", "--set", "tasks_per_iteration=4",
         "episodes_per_trial=2", "eval_tasks=2", "hidden_size=8", "threads=1", "eval_every=2"]
 
 
@@ -386,12 +387,12 @@ def _kill_a_worker(proc: subprocess.Popen, run: Path, rows: int) -> tuple[int, i
 def test_training_survives_a_killed_worker(tmp_path):
     err, killed = _train(tmp_path / "killed", kill_after_rows=2)
     assert killed is not None, "no Ray SamplerWorker process found to kill"
-    assert killed[1] < 10, "the run had finished its iterations when the worker was killed"
+    assert killed[1] < ITERATIONS, "the run had finished when the worker was killed"
     assert "Ray sampler worker" in err and "replacing it" in err, err
     _train(tmp_path / "healthy")
     killed_rows = progress_rows(tmp_path / "killed")
     healthy_rows = progress_rows(tmp_path / "healthy")
-    assert len(killed_rows) == len(healthy_rows) == 10
+    assert len(killed_rows) == len(healthy_rows) == ITERATIONS
     for a, b in zip(killed_rows, healthy_rows, strict=True):
         assert {k: v for k, v in a.items() if k != "time_s"} == {
             k: v for k, v in b.items() if k != "time_s"}
