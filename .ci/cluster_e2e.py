@@ -1,9 +1,10 @@
 """End to end on a real two-node Ray cluster, as the README's recipe runs it: ``ray start
 --head``, a second node with ``ray start --address``, ``ray job submit`` (the working dir
-without the package's sources) ``-- metarl sweep ...`` (2 settings x 2 seeds of a tiny RL² bandit run), then check the four run
-dirs and the report, and stop the cluster. Every process the script started is stopped
-(found by the cluster's private temp dir and their descendants, so another Ray instance on
-the machine is left alone) and checked gone; exit 0 only when all of it held.
+without the package's sources) of ``metarl sweep ...`` (2 settings x 2 seeds of a tiny RL²
+bandit run), then check the four run dirs and the report, and stop the cluster. Every process
+the script started is stopped (found by the cluster's private temp dir and GCS port, and their
+descendants, so another Ray instance on the machine is left alone) and checked gone; exit 0
+only when all of it held.
 
     python .ci/cluster_e2e.py [--keep DIR]     # from the repository root
 """

@@ -145,8 +145,13 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
                              "--run-dir", str(cut), *common],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (cut / "checkpoints" / "iter_000003.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    # kill once a checkpoint at iteration >= 3 exists (only the newest 3 are kept: iter_3
+    # alone may already be gone when the poll looks)
+    while proc.poll() is None and time.time() < deadline:
+        if any(int(p.stem.removeprefix("iter_")) >= 3 for p in (cut / "checkpoints").glob(
+                "iter_*.pt")):
+            break
+        time.sleep(0.01)
     proc.kill()
     assert proc.wait() != 0, "the run finished before it could be killed"
     assert main(["train", "--resume", "--run-dir", str(cut)]) == 0
