@@ -46,7 +46,7 @@ def test_resample_draws_a_new_task_at_every_reset_and_adds_nothing():
 def test_trial_chains_episodes_of_one_task_with_previous_action_reward_and_end_flag():
     env = TaskEnv("bandit", mode="trial", episodes_per_trial=3)  # 5 arms, one pull an episode
     obs, info = env.reset(seed=0)
-    assert obs.shape == (1 + 5 + 2,) and np.all(obs[1:] == 0) and info["episode"] == 0
+    assert obs.shape == (1 + 5 + 2,) and np.all(obs[1:] == 0) and info["inner_episode"] == 0
     task = env.task
     means = np.asarray(task.params["means"])
     for k, arm in enumerate([4, 1, 4]):
@@ -54,7 +54,7 @@ def test_trial_chains_episodes_of_one_task_with_previous_action_reward_and_end_f
         assert env.task is task and reward in (0.0, 1.0)
         assert np.array_equal(obs[1:6], np.eye(5)[arm])  # the previous action, one-hot
         assert obs[6] == reward and obs[7] == 1.0  # the previous reward; an episode ended
-        assert (terminated, truncated, info["episode"]) == (k == 2, False, k + 1)
+        assert (terminated, truncated, info["inner_episode"]) == (k == 2, False, k + 1)
     assert 0 <= means.min() <= means.max() <= 1
 
 

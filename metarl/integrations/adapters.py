@@ -13,7 +13,8 @@ Three modes (:data:`MODES`):
   gymnasium episode terminates after the last inner episode.
 
 Tasks come from the distribution (``sample_tasks`` with the env's ``np_random``), or
-uniformly from ``tasks`` when given (e.g. ``env.split_tasks("test", 100)``). Everything
+uniformly from ``tasks`` when given (e.g. ``env.split_tasks("test", 100)``). ``info`` gains
+``task_id`` and ``inner_episode`` (``episode`` is SB3's Monitor's). Everything
 random follows ``reset(seed=...)``, so the adapters pass
 ``gymnasium.utils.env_checker.check_env``::
 
@@ -41,6 +42,25 @@ def task_vector(task: Task) -> np.ndarray:
     """The task's parameters, each flattened, concatenated in their order (float64)."""
     return np.concatenate([np.asarray(value, dtype=np.float64).ravel()
                            for value in task.params.values()])
+
+
+def previous_step_features(space: gym.Space, actions: np.ndarray | None, rewards: np.ndarray,
+                           ended: np.ndarray) -> np.ndarray:
+    """What ``trial`` mode appends to each of ``B`` observations, ``[B, A + 2]``: the previous
+    action (one-hot for a Discrete space, clipped to the box for a Box; zeros before the
+    first), the previous reward and whether the previous step ended an inner episode."""
+    batch = len(rewards)
+    if isinstance(space, spaces.Discrete):
+        features = np.zeros((batch, space.n))
+        if actions is not None:
+            features[np.arange(batch), np.asarray(actions, dtype=np.int64).ravel()] = 1.0
+    elif actions is None:
+        features = np.zeros((batch, int(np.prod(space.shape))))
+    else:
+        features = np.clip(np.asarray(actions, dtype=np.float64).reshape(batch, -1),
+                           space.low.ravel(), space.high.ravel())
+    return np.concatenate([features, np.asarray(rewards, dtype=np.float64)[:, None],
+                           np.asarray(ended, dtype=np.float64)[:, None]], axis=1)
 
 
 class TaskEnv(gym.Env):
@@ -141,21 +161,11 @@ class TaskEnv(gym.Env):
         if self.mode == "task-in-obs":
             parts.append(self._task_vector)
         elif self.mode == "trial":
-            parts += [self._action_features(action), np.array([reward, float(ended)])]
+            actions = None if action is None else np.asarray(action)[None]
+            parts.append(previous_step_features(self.action_space, actions,
+                                                np.array([reward]), np.array([ended]))[0])
         return np.concatenate(parts).astype(self._dtype)
-
-    def _action_features(self, action: Any) -> np.ndarray:
-        space = self.action_space
-        if isinstance(space, spaces.Discrete):
-            features = np.zeros(space.n)
-            if action is not None:
-                features[int(action)] = 1.0
-            return features
-        if action is None:
-            return np.zeros(int(np.prod(space.shape)))
-        return np.clip(np.asarray(action, dtype=np.float64).ravel(), space.low.ravel(),
-                       space.high.ravel())
 
     def _info(self, info: dict[str, Any]) -> dict[str, Any]:
         assert self.task is not None
-        return {**info, "task_id": int(self.task.id), "episode": self._episode}
+        return {**info, "task_id": int(self.task.id), "inner_episode": self._episode}
