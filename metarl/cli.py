@@ -122,13 +122,19 @@ def check_train_arguments(args: argparse.Namespace, ray: bool = False) -> None:
                          f"{', '.join(SAMPLERS)}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if (ray or args.sampler == "ray") and args.ray_address:
-        from metarl.sampling.ray_sampler import unreachable_ray_head
+    if ray or args.sampler == "ray":
+        check_ray_address(args.ray_address)
 
-        why = unreachable_ray_head(args.ray_address)
-        if why is not None:
-            raise UsageError(f"cannot reach a Ray head at --ray-address {args.ray_address!r}: "
-                             f"{why}; start one with `ray start --head` or pass its address")
+
+def check_ray_address(address: str | None) -> None:
+    """A ``--ray-address`` where nothing answers is one line (Ray's own attempt waits
+    minutes); ``None`` and ``auto`` are left to Ray."""
+    from metarl.sampling.ray_sampler import unreachable_ray_head
+
+    why = unreachable_ray_head(address)
+    if why is not None:
+        raise UsageError(f"cannot reach a Ray head at --ray-address {address!r}: {why}; start "
+                         f"one with `ray start --head` or pass its address")
 
 
 def check_output(value: str, flag: str = "--out") -> Path:
@@ -395,13 +401,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for key in ("workers", "tasks", "episodes", "threads", "epochs"):
         if options.get(key, 1) < 1:
             raise UsageError(f"--{key} must be >= 1, got {options[key]}")
-    if options.get("ray_address"):
-        from metarl.sampling.ray_sampler import unreachable_ray_head
-
-        why = unreachable_ray_head(options["ray_address"])
-        if why is not None:
-            raise UsageError(f"cannot reach a Ray head at --ray-address "
-                             f"{options['ray_address']!r}: {why}")
+    check_ray_address(options.get("ray_address"))
     try:
         result = run(**options)
     except ValueError as exc:  # a bad option value, e.g. an env the benchmark cannot run

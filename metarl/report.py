@@ -156,14 +156,6 @@ def final_score(run: RunData, metric: str) -> Score | None:
 
 
 # ------------------------------------------------------------------------------ statistics
-def iqm(scores: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean: the mean after cutting 25% (rounded down) of the values at each end
-    (as rliable's ``metrics.aggregate_iqm``)."""
-    from scipy.stats import trim_mean
-
-    return trim_mean(scores, proportiontocut=0.25, axis=axis)
-
-
 def interval_estimates(scores: np.ndarray, *, reps: int, seed: int = 0, size: float = CI_SIZE,
                        estimators: Sequence[str] = ("mean", "iqm")
                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:

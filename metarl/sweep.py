@@ -309,8 +309,16 @@ def run_sweep(spec: SweepSpec, storage: str | Path, name: str, *, resume: bool =
     # Ray may delete a job's working dir (`ray job submit --working-dir`) when the trials
     # end, while the driver still runs in it; Tune then fails on os.getcwd()
     # (ray-project/ray#52343). The sweep uses absolute paths only: run it from its dir.
+    try:
+        previous = os.getcwd()
+    except FileNotFoundError:  # already gone
+        previous = None
     os.chdir(root)
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    finally:
+        if previous is not None and os.path.isdir(previous):
+            os.chdir(previous)
     trials = []
     for result in results:
         config = result.config or {}

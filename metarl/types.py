@@ -91,7 +91,8 @@ class Transition:
         return self.terminated | self.truncated
 
 
-_STEP_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated",
+#: the per-step arrays of a Transition and of Rollouts, in order
+STEP_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated",
                 "truncated", "valid")
 
 
@@ -114,7 +115,7 @@ class Rollouts:
         lead = self.rewards.shape
         if len(lead) != 4:
             raise ValueError(f"rewards must be [N, M, K, T], got shape {lead}")
-        named = {name: getattr(self, name) for name in _STEP_FIELDS}
+        named = {name: getattr(self, name) for name in STEP_FIELDS}
         named.update({f"extras[{k!r}]": v for k, v in self.extras.items()})
         named.update({f"infos[{k!r}]": v for k, v in self.infos.items()})
         for name, array in named.items():
@@ -133,6 +134,12 @@ class Rollouts:
         return tuple(self.rewards.shape)  # type: ignore[return-value]
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of all the batch's arrays (steps, extras, infos)."""
+        return sum(a.nbytes for a in [*(getattr(self, name) for name in STEP_FIELDS),
+                                      *self.extras.values(), *self.infos.values()])
+
+    @property
     def num_steps(self) -> int:
         """Number of real (valid) environment steps in the batch."""
         return int(self.valid.sum())
@@ -148,7 +155,7 @@ class Rollouts:
         """Apply ``fn`` to every per-step array (including extras and infos)."""
         return replace(
             self,
-            **{name: fn(getattr(self, name)) for name in _STEP_FIELDS},
+            **{name: fn(getattr(self, name)) for name in STEP_FIELDS},
             extras={k: fn(v) for k, v in self.extras.items()},
             infos={k: fn(v) for k, v in self.infos.items()},
             tasks=self.tasks if tasks is None else tasks,
@@ -173,7 +180,7 @@ class Rollouts:
 
         tasks = sum((p.tasks for p in parts), ()) if axis == "task" else first.tasks
         return Rollouts(
-            **{name: cat(lambda p, n=name: getattr(p, n)) for name in _STEP_FIELDS},
+            **{name: cat(lambda p, n=name: getattr(p, n)) for name in STEP_FIELDS},
             tasks=tuple(tasks),
             extras={k: cat(lambda p, k=k: p.extras[k]) for k in first.extras},
             infos={k: cat(lambda p, k=k: p.infos[k]) for k in first.infos},
@@ -219,7 +226,7 @@ class Rollouts:
         per task plus a ``valid`` mask (for per-task replay buffers, PEARL)."""
         n = self.shape[0]
         out = {name: getattr(self, name).reshape(n, -1, *getattr(self, name).shape[4:])
-               for name in _STEP_FIELDS}
+               for name in STEP_FIELDS}
         return out
 
 

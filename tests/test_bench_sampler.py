@@ -15,20 +15,12 @@ from metarl.benchmarks.sampler import (
 )
 from metarl.envs import make
 from metarl.sampling import LocalSampler
-
-FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated", "truncated",
-          "valid")
+from metarl.types import STEP_FIELDS
 
 
 def _policy(env):
     return benchmark_policy(int(np.prod(env.observation_space.shape)),
                             int(np.prod(env.action_space.shape)))
-
-
-def _nbytes(rollouts) -> int:
-    arrays = [getattr(rollouts, name) for name in FIELDS]
-    return sum(a.nbytes for a in [*arrays, *rollouts.extras.values(),
-                                  *rollouts.infos.values()])
 
 
 def test_ray_sample_timing_is_consistent(ray_local):
@@ -50,8 +42,8 @@ def test_ray_sample_timing_is_consistent(ray_local):
     assert 0 <= timing.concatenate_s <= timing.wall_s
     assert 0 <= timing.idle_fraction < 1
     # the shards' arrays, of 2 and 3 tasks, are exactly the call's result
-    assert sum(timing.result_bytes) == _nbytes(rollouts)
-    assert timing.result_bytes[0] * 5 == _nbytes(rollouts) * 2
+    assert sum(timing.result_bytes) == rollouts.nbytes
+    assert timing.result_bytes[0] * 5 == rollouts.nbytes * 2
     record = timing.as_dict()
     assert record["idle_fraction"] == timing.idle_fraction and "busy_s" in record
     json.dumps(record)
@@ -64,7 +56,7 @@ def test_timed_policy_and_env_leave_the_rollouts_unchanged():
     plain = LocalSampler(make("point-nav")).sample(policy, tasks, trials=2, episodes=2, seed=4)
     timed_env, timed = _TimedEnv(make("point-nav")), timed_policy(policy)
     rollouts = LocalSampler(timed_env).sample(timed, tasks, trials=2, episodes=2, seed=4)
-    for name in FIELDS:
+    for name in STEP_FIELDS:
         assert np.array_equal(getattr(plain, name), getattr(rollouts, name)), name
     assert timed.seconds > 0 and timed_env.vectors[0].seconds > 0
     # the sampler takes the policy's own path: it acts through the timed act_numpy

@@ -48,14 +48,12 @@ def test_trial_chains_episodes_of_one_task_with_previous_action_reward_and_end_f
     obs, info = env.reset(seed=0)
     assert obs.shape == (1 + 5 + 2,) and np.all(obs[1:] == 0) and info["inner_episode"] == 0
     task = env.task
-    means = np.asarray(task.params["means"])
     for k, arm in enumerate([4, 1, 4]):
         obs, reward, terminated, truncated, info = env.step(arm)
         assert env.task is task and reward in (0.0, 1.0)
         assert np.array_equal(obs[1:6], np.eye(5)[arm])  # the previous action, one-hot
         assert obs[6] == reward and obs[7] == 1.0  # the previous reward; an episode ended
         assert (terminated, truncated, info["inner_episode"]) == (k == 2, False, k + 1)
-    assert 0 <= means.min() <= means.max() <= 1
 
 
 def test_trial_on_a_continuous_env_marks_the_inner_episode_boundary():

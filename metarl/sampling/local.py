@@ -11,7 +11,7 @@ from metarl.envs_api import MetaEnv, SerialVectorEnv, VectorMetaEnv
 from metarl.policy import Policy, StatelessPolicy
 from metarl.random import BatchRNG
 from metarl.thread_limits import limited_threads
-from metarl.types import Rollouts, Task, Transition
+from metarl.types import STEP_FIELDS, Rollouts, Task, Transition
 
 #: ``on_reset(episode, venv)``: called after the environments were reset for ``episode``
 ResetCallback = Callable[[int, VectorMetaEnv], None]
@@ -212,10 +212,6 @@ def rendering_vector_env(env: MetaEnv, num_envs: int) -> SerialVectorEnv:
     return SerialVectorEnv([lambda: type(env)(**kwargs) for _ in range(num_envs)])
 
 
-_STEP_NAMES = ("observations", "actions", "rewards", "next_observations", "terminated",
-               "truncated", "valid")
-
-
 class _Store:
     """Writes each step of one episode into a :class:`_Buffer`: by name on the first step,
     then straight into the arrays found then while the extras' and infos' names stay the
@@ -236,7 +232,7 @@ class _Store:
                    infos)
             arrays = self.buffer.arrays
             self.names = names
-            self.arrays = [arrays[name] for name in (*_STEP_NAMES,
+            self.arrays = [arrays[name] for name in (*STEP_FIELDS,
                                                      *[f"extras/{key}" for key in names[0]],
                                                      *[f"infos/{key}" for key in names[1]])]
             return
@@ -248,7 +244,7 @@ class _Store:
 
 def _store(buffer: _Buffer, k: int, t: int, step: Transition, extras: dict[str, torch.Tensor],
            infos: dict[str, np.ndarray]) -> None:
-    for name in _STEP_NAMES:
+    for name in STEP_FIELDS:
         buffer.put(name, k, t, np.asarray(getattr(step, name)))
     for key, value in extras.items():
         buffer.put(f"extras/{key}", k, t, _numpy(value))

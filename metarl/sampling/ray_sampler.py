@@ -212,7 +212,7 @@ class RaySampler:
             return_s=tuple(got - start - busy
                            for got, (_, (start, busy)) in zip(arrived, results, strict=True)),
             concatenate_s=end - joined,
-            result_bytes=tuple(_nbytes(part) for part in parts))
+            result_bytes=tuple(part.nbytes for part in parts))
         return rollouts
 
     def _run(self, calls: list[tuple[int, str, tuple]], what: str,
@@ -272,13 +272,6 @@ class RaySampler:
         for worker in self.workers:
             ray.kill(worker)
         self.workers = []
-
-
-def _nbytes(rollouts: Rollouts) -> int:
-    arrays = [getattr(rollouts, name) for name in ("observations", "actions", "rewards",
-                                                   "next_observations", "terminated",
-                                                   "truncated", "valid")]
-    return sum(a.nbytes for a in [*arrays, *rollouts.extras.values(), *rollouts.infos.values()])
 
 
 def _times(n: int) -> str:

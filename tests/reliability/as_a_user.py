@@ -51,3 +51,38 @@ def finite_weights(state) -> bool:
     if isinstance(state, (list, tuple)):
         return all(finite_weights(v) for v in state)
     return True
+
+
+def sampler_worker_pids(root: int | None = None) -> dict[int, str]:
+    """Live Ray ``SamplerWorker`` actor processes with their titles: Ray names an actor's
+    process ``ray::SamplerWorker`` and, while it runs a method, ``ray::SamplerWorker.METHOD``.
+    With ``root``, only descendants of that process (its local Ray's raylet runs them);
+    without, every one on the machine (a cluster's raylets are not the test's children)."""
+    pids = [int(p.name) for p in Path("/proc").glob("[0-9]*")] if root is None \
+        else _descendants(root)
+    found = {}
+    for pid in pids:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, UnicodeDecodeError):
+            continue
+        if title.startswith("ray::SamplerWorker") and state != "Z":
+            found[pid] = title
+    return found
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

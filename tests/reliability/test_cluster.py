@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from as_a_user import CLI, progress_rows, without_time
+from as_a_user import CLI, progress_rows, sampler_worker_pids, without_time
 
 from metarl.cli import main
 
@@ -178,28 +178,11 @@ def test_a_diverging_trial_stops_with_its_last_good_checkpoint_and_is_not_retrie
     assert len(progress_rows(storage / "div" / "runs" / "lr=0.001_seed0")) == 3
 
 
-def sampler_workers() -> dict[int, str]:
-    """This machine's live ``ray::SamplerWorker`` processes: pid → title (the title ends in
-    ``.sample`` while the worker samples)."""
-    pids = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, UnicodeDecodeError):
-            continue
-        if title.startswith("ray::SamplerWorker") and state != "Z":
-            pids[int(entry.name)] = title
-    return pids
-
-
 def kill_a_sampling_worker(proc: subprocess.Popen, timeout: float = 60) -> int:
     """SIGKILL a sampler worker caught inside ``sample``; its pid."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        busy = [pid for pid, title in sampler_workers().items() if title.endswith(".sample")]
+        busy = [pid for pid, title in sampler_worker_pids().items() if title.endswith(".sample")]
         if busy:
             os.kill(busy[0], signal.SIGKILL)
             return busy[0]
@@ -217,7 +200,7 @@ def test_a_sampler_worker_killed_on_the_cluster_changes_no_rollout(cluster, tmp_
     log = tmp_path / "train.stderr"
     proc = start([*args, "--run-dir", str(run)], log, cluster.address)
     rows_reach(run, 2, proc)
-    assert len(sampler_workers()) == 2
+    assert len(sampler_worker_pids()) == 2
     kill_a_sampling_worker(proc)
     rows_then = len(progress_rows(run))
     finish(proc, log)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from as_a_user import progress_rows
+from as_a_user import progress_rows, sampler_worker_pids
 
 from metarl.envs import make
 from metarl.policy import StatelessPolicy
@@ -303,38 +303,6 @@ def test_exhausted_retries_leave_the_last_checkpoint(workload, sampler, tmp_path
 ITERATIONS = 30  # long enough that a worker is found and killed before the run ends
 TINY = ["--iterations", str(ITERATIONS), "--seed", "3", "--set", "tasks_per_iteration=4",
         "episodes_per_trial=2", "eval_tasks=2", "hidden_size=8", "threads=1", "eval_every=2"]
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def sampler_worker_pids(root: int) -> dict[int, str]:
-    """Live Ray ``SamplerWorker`` actor processes started by the process ``root`` (its local
-    Ray instance's raylet runs them), with their titles: Ray names an actor's process
-    ``ray::SamplerWorker`` and, while it runs a method, ``ray::SamplerWorker.METHOD``."""
-    pids = {}
-    for pid in _descendants(root):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, UnicodeDecodeError):
-            continue
-        if title.startswith("ray::SamplerWorker") and state != "Z":
-            pids[pid] = title
-    return pids
 
 
 def _train(run: Path, kill_after_rows: int | None = None) -> tuple[str, tuple | None]:
