@@ -18,7 +18,7 @@ class AgentSpec:
     agent_class: str
     config_class: str
     description: str
-    kind: str = "meta-rl"  # or "few-shot"
+    kind: str = "meta-rl"  # or "few-shot", "baseline"
     envs: tuple[str, ...] = ()  # env families it supports; empty = any
 
     def load(self) -> tuple[type, type]:
@@ -47,6 +47,16 @@ REGISTRY: dict[str, AgentSpec] = {
     "dream": AgentSpec("dream", "dream", "DREAMAgent", "DREAMConfig",
                        "DREAM: exploration rewarded by information gain about the problem ID, "
                        "exploitation on its decoded embedding (recurrent double DQN)"),
+    # Stable-Baselines3 baselines on metarl.integrations.TaskEnv (the sb3 extra)
+    "sb3-sac": AgentSpec("sb3-sac", "sb3", "SB3Agent", "SB3SACConfig",
+                         "SB3's SAC on a TaskEnv: the oracle (mode=task-in-obs) or the "
+                         "multi-task policy (mode=resample)", "baseline"),
+    "sb3-ppo": AgentSpec("sb3-ppo", "sb3", "SB3Agent", "SB3PPOConfig",
+                         "SB3's PPO on a TaskEnv (task-in-obs, resample or trial)", "baseline"),
+    "sb3-recurrent-ppo": AgentSpec("sb3-recurrent-ppo", "sb3", "SB3Agent",
+                                   "SB3RecurrentPPOConfig",
+                                   "sb3-contrib's RecurrentPPO (LSTM) on a TaskEnv; trial mode: "
+                                   "an independent RL²", "baseline"),
     # few-shot learners (datasets: sinusoid, omniglot, image-folder)
     "maml": AgentSpec("maml", "fewshot", "MAMLAgent", "MAMLAgentConfig",
                       "MAML (second order) on the shared functional core", "few-shot"),

@@ -22,7 +22,8 @@ AGENT_ENV = {"rl2": "bandit", "maml-trpo": "point-nav", "promp": "point-nav",
              "meta-sgd": "sinusoid", "anil": "sinusoid", "reptile": "sinusoid",
              "protonet": "omniglot", "matchingnet": "omniglot", "cnp": "sinusoid",
              "grbal": "cheetah-crippled", "rebal": "cheetah-crippled",
-             "mb-mpc": "cheetah-crippled", "dream": "dream-bus"}
+             "mb-mpc": "cheetah-crippled", "dream": "dream-bus", "sb3-sac": "point-nav",
+             "sb3-ppo": "bandit", "sb3-recurrent-ppo": "bandit"}
 TINY = ["--set", "tasks_per_iteration=4", "episodes_per_trial=2", "eval_tasks=2",
         "hidden_size=8", "threads=1"]
 NUMERIC = (int, float, int | None, float | None)
@@ -162,7 +163,7 @@ def test_every_agent_with_a_discount_was_checked():
     with_discount = {name for name, spec in agents.REGISTRY.items()
                      if "discount" in {f.name for f in dataclasses.fields(spec.load()[1])}}
     assert with_discount == {"rl2", "maml-trpo", "promp", "pearl", "grbal", "rebal", "mb-mpc",
-                             "dream"}
+                             "dream", "sb3-sac", "sb3-ppo", "sb3-recurrent-ppo"}
 
 
 # ---------------------------------------------------------------------- sweep of all fields
