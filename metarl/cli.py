@@ -371,7 +371,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 BENCHMARKS = {"envs": "metarl.benchmarks.envs", "sampler": "metarl.benchmarks.sampler",
               "inner-loop": "metarl.benchmarks.inner_loop",
               "sac-update": "metarl.benchmarks.sac_update",
-              "rl2-update": "metarl.benchmarks.rl2_update", "mpc": "metarl.benchmarks.mpc",
+              "rl2-update": "metarl.benchmarks.rl2_update",
+              "rl2-libraries": "metarl.benchmarks.rl2_libraries", "mpc": "metarl.benchmarks.mpc",
               "dream": "metarl.benchmarks.dream"}
 #: bench options passed to a benchmark's ``run`` as keywords (when given)
 BENCH_OPTIONS = ("env", "workers", "tasks", "episodes", "threads", "epochs", "cores",
@@ -530,8 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="Ray workers (sampler; default 2)")
     p.add_argument("--tasks", type=int, help="tasks in the workload (sampler; default 20)")
     p.add_argument("--episodes", type=int, help="episodes per task (sampler; default 2)")
-    p.add_argument("--threads", type=int, help="torch threads (rl2-update, mpc, dream; default 1)")
-    p.add_argument("--epochs", type=int, help="PPO epochs per update (rl2-update; default 5)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (rl2-update, rl2-libraries, mpc, dream; default 1)")
+    p.add_argument("--epochs", type=int,
+                   help="PPO epochs per update (rl2-update, rl2-libraries; default 5)")
     p.add_argument("--cores", nargs="+", metavar="NAME",
                    help="recurrent cores to time (rl2-update; default all)")
     p.add_argument("--ray-address", help="an existing Ray cluster for the workers (sampler; "
