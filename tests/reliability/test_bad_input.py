@@ -271,6 +271,19 @@ def test_pearls_replay_buffers_are_estimated(workdir, capsys):
     assert listing(workdir) == {}
 
 
+def test_sb3_sacs_replay_buffer_is_estimated(workdir, capsys):
+    # the oracle on point-nav sees 2 + 2 numbers (position, goal), acts with 2; SB3 keeps obs,
+    # next obs, action, reward, done and timeout: 8 x (2 x 4 + 2 + 3) = 104 bytes a row
+    capacity = 10**10
+    memory = _too_big(capacity * 104)
+    assert refused(["train", "sb3-sac", "point-nav", "--set", "mode=task-in-obs",
+                    f"replay_capacity={capacity}"], capsys) == (
+        f"SB3's replay buffer would need ~{format_bytes(capacity * 104)} ({capacity} "
+        f"transitions x 104 bytes), more than this machine's {memory} of memory; lower "
+        f"replay_capacity")
+    assert listing(workdir) == {}
+
+
 def test_the_memory_estimate_of_a_preset_is_modest():
     """The shipped presets stay far below a small machine's memory (the estimate refuses
     only sizes that cannot fit)."""
