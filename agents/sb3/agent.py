@@ -209,8 +209,11 @@ class SB3Agent(MetaRLAgent):
     def memory_needs(cls, config: Any, env: MetaEnv) -> list[MemoryNeed]:
         """An evaluation's rollouts and, for SAC, the replay buffer (SB3 allocates all of
         ``replay_capacity`` rows: observation, next observation, action, reward, flags)."""
-        needs = super().memory_needs(config, env)
         cfg = config.agent_config
+        needs = [cls.rollouts(config, env, "an evaluation's rollouts",
+                              ("tasks", "eval_tasks", config.trainer.eval_tasks),
+                              ("trials", None, 1),
+                              ("episodes", "episodes_per_trial", cfg.episodes_per_trial))]
         if isinstance(cfg, SB3SACConfig):
             observation = TaskEnv(env, cfg.mode).observation_space
             width = NUMBER_BYTES * (2 * numbers(observation) + numbers(env.action_space) + 3)

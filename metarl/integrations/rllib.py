@@ -66,9 +66,10 @@ def rl2_ppo_config(env: str, *, episodes_per_trial: int, env_kwargs: dict[str, A
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+    from metarl.envs import make
+
     register_envs([env])
-    trial_steps = episodes_per_trial * TaskEnv(env, "trial", env_kwargs=env_kwargs
-                                               ).env.max_episode_steps
+    trial_steps = episodes_per_trial * make(env, **(env_kwargs or {})).max_episode_steps
     return (PPOConfig()
             .environment(ENV_PREFIX + env, env_config={
                 "mode": "trial", "episodes_per_trial": episodes_per_trial,
@@ -95,20 +96,23 @@ class RLlibPolicy(AdapterPolicy):
         super().__init__(env, mode)
         self.module, self.deterministic = module, deterministic
 
+    def _restart(self, hidden: Any, starts: np.ndarray) -> Any:
+        """``hidden`` with the module's initial state where ``starts`` (all of it at first)."""
+        where = torch.as_tensor(starts)
+
+        def leaf(initial: Any, old: torch.Tensor | None) -> torch.Tensor:
+            fresh = torch.as_tensor(initial).expand(len(starts), *np.shape(initial))
+            if old is None:
+                return fresh.clone()
+            return torch.where(where.view(-1, *[1] * (old.dim() - 1)), fresh, old)
+
+        return _zip_map(leaf, self.module.get_initial_state(), hidden)
+
     def _act_on(self, observation: np.ndarray, state: AdapterState) -> np.ndarray:
         from ray.rllib.core.columns import Columns
 
         if self.module.is_stateful() and state.starts.any():  # the trials that start now
-            initial = self.module.get_initial_state()
-            starts = torch.as_tensor(state.starts)
-            state.hidden = _map2(
-                lambda fresh, old: torch.where(starts.view(-1, *[1] * (old.dim() - 1)),
-                                               fresh, old),
-                _map2(lambda value, _: torch.as_tensor(value)[None].repeat(
-                    len(observation), *[1] * np.ndim(value)), initial, initial),
-                state.hidden if state.hidden is not None else _map2(
-                    lambda value, _: torch.zeros(len(observation), *np.shape(value)),
-                    initial, initial))
+            state.hidden = self._restart(state.hidden, state.starts)
         batch = {Columns.OBS: torch.as_tensor(observation)[:, None]}  # [B, T=1, ...]
         if state.hidden:
             batch[Columns.STATE_IN] = state.hidden
@@ -124,8 +128,9 @@ class RLlibPolicy(AdapterPolicy):
         return dist.sample().numpy()
 
 
-def _map2(fn: Any, first: Any, second: Any) -> Any:
-    """``fn`` over the leaves of two nested dicts of the same structure."""
-    if isinstance(first, dict):
-        return {key: _map2(fn, value, second[key]) for key, value in first.items()}
-    return fn(first, second)
+def _zip_map(fn: Any, tree: Any, other: Any) -> Any:
+    """``fn(leaf, other's leaf or None)`` over a nested dict ``tree``."""
+    if isinstance(tree, dict):
+        return {key: _zip_map(fn, value, None if other is None else other[key])
+                for key, value in tree.items()}
+    return fn(tree, other)
