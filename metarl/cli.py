@@ -506,7 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="iteration", help="progress.csv column: iteration (default) "
                    "or env_steps_total")
     p.add_argument("--y", nargs="+", default=["trial_return"], help="progress.csv "
-                   "column(s) (default trial_return); several share the axes")
+                   "column(s) (default trial_return); several share the axes, each run "
+                   "drawing those it logs")
     p.add_argument("--ref", action="append", default=[], metavar="[LABEL=]VALUE",
                    help="a dashed horizontal reference line, e.g. MAML-TRPO=-139 (repeatable)")
     p.set_defaults(func=cmd_plot)

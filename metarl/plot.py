@@ -222,8 +222,17 @@ def build_figure(run_dirs: Sequence[str | Path], *, x: str = "iteration",
     columns = [y] if isinstance(y, str) else list(y)
     lines = [parse_reference(text) for text in references]
     groups = group_runs([read_run(d) for d in run_dirs])
-    learning = [[aggregate([curve(run, x, column) for run in g.runs]) for column in columns]
-                for g in groups]
+    def has(group: Group, column: str) -> bool:
+        return all(column in run.progress for run in group.runs)
+
+    for column in columns:  # a column no run has, or a run with none: the one-line error
+        if not any(has(g, column) for g in groups):
+            curve(next(r for g in groups for r in g.runs if column not in r.progress), x, column)
+    for g in groups:
+        if not any(has(g, column) for column in columns):
+            curve(g.runs[0], x, columns[0])
+    learning = [[aggregate([curve(run, x, column) for run in g.runs]) if has(g, column)
+                 else None for column in columns] for g in groups]
     adaptation = [adaptation_stats(g) for g in groups]
     panels = 2 if any(len(a[0]) > 1 for a in adaptation) else 1  # a curve, not a point
     fig = Figure(figsize=(6.4 * panels, 4.2), layout="constrained")
@@ -231,6 +240,8 @@ def build_figure(run_dirs: Sequence[str | Path], *, x: str = "iteration",
     for i, group in enumerate(groups):
         color = f"C{i % 10}"
         for j, column in enumerate(columns):
+            if learning[i][j] is None:  # the runs of this group lack the column
+                continue
             label = group.label if len(columns) == 1 else f"{group.label}: {column}"
             _draw(axes[0], learning[i][j], label, color, LINE_STYLES[j % len(LINE_STYLES)])
         if panels == 2:

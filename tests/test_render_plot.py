@@ -340,6 +340,27 @@ def test_plot_draws_several_columns_and_reference_lines(runs, tmp_path):
         assert png.format == "PNG"
 
 
+def test_runs_logging_different_columns_share_the_axes(runs, tmp_path):
+    """As the SB3 agents' train_return beside rl2's trial_return: each run draws the
+    columns it logs; a column no run logs is still the one-line error."""
+    import shutil
+
+    from metarl.plot import PlotError, plot_runs
+
+    other = tmp_path / "other"
+    shutil.copytree(runs[0], other)
+    config = other / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.001", "lr: 0.002"))
+    progress = other / "progress.csv"
+    progress.write_text(progress.read_text().replace("trial_return", "train_return", 1))
+    result = plot_runs([runs[0], other], tmp_path / "mixed.png", x="env_steps_total",
+                       y=["trial_return", "train_return"])
+    first, second = (group["label"] for group in result["groups"])
+    assert result["lines"] == [f"{first}: trial_return", f"{second}: train_return"]
+    with pytest.raises(PlotError, match="column 'nope' is not in"):
+        plot_runs([runs[0], other], tmp_path / "bad.png", y=["trial_return", "nope"])
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["render", "{run}", "--out", "x.avi"], "valid extensions: .gif, .mp4"),
     (["render", "{run}", "--out", "x.gif", "--tasks", "0"], "--tasks must be >= 1"),
