@@ -91,3 +91,13 @@ def test_steps_per_iteration_must_split_over_the_environments(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "steps_per_iteration must be a multiple of n_envs (3), got 100")
     assert not (tmp_path / "run").exists()
+
+
+def test_without_the_sb3_extra_training_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # as if not installed
+    assert main(["train", "sb3-sac", "point-nav", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the SB3 agents need the sb3 extra" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -180,11 +180,11 @@ class SB3Agent(MetaRLAgent):
     distribution (see the module docstring)."""
 
     def __init__(self, env: MetaEnv, config: SB3Config, device: str = "cpu"):
+        self.algorithm = _algorithm_class(config.ALGO)  # first: one line without the extra
         from stable_baselines3.common.logger import Logger
         from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv
 
-        self.algorithm = _algorithm_class(config.ALGO)
         self.env, self.config, self.device = env, config, device
         self.eval_episodes = config.episodes_per_trial
 
