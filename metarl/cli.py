@@ -521,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "summary (default trial_return)")
     p.add_argument("--x", default="env_steps_total", help="progress.csv column for the "
                    "curves' x axis (default env_steps_total)")
-    p.add_argument("--y", help="progress.csv column for the curves (default trial_return, or "
-                   "eval_METRIC where a run does not log it)")
+    p.add_argument("--y", help="progress.csv column for the curves (default trial_return, "
+                   "else train_return (SB3 agents), where every run logs it; else eval_METRIC)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=cmd_report)

@@ -30,8 +30,8 @@ Suggested argparse help texts (the CLI maps :class:`ReportError` to one line and
     --metric  final score per run: a key of eval.json's summary, else progress.csv's last
               eval_METRIC (default: trial_return)
     --x       progress.csv column of the learning curves' x axis (default: env_steps_total)
-    --y       progress.csv column of the learning curves (default: trial_return where every
-              run logs it, else eval_METRIC)
+    --y       progress.csv column of the learning curves (default: trial_return, else an SB3
+              agent's train_return, where every run logs it; else eval_METRIC)
     --reps    bootstrap resamples per confidence interval, >= 100 (default: 2000)
     --json    print the per-setting numbers as JSON on stdout
 """
@@ -237,12 +237,18 @@ def _value_text(value: Any) -> str:
 
 
 # ------------------------------------------------------------------------------ the report
+#: progress.csv columns of a training return, in the order ``build_report`` prefers them:
+#: rl2's trial return, the SB3 agents' return of a gymnasium episode
+TRAINING_RETURNS = ("trial_return", "train_return")
+
+
 def build_report(paths: Sequence[str | Path], out: str | Path, *, metric: str = "trial_return",
                  x: str = "env_steps_total", y: str | None = None, reps: int = 2000,
                  seed: int = 0) -> dict[str, Any]:
     """Aggregate the runs under ``paths`` over seeds into the Markdown report ``out`` (.md)
     and its figure (``out`` with .png), both written atomically after every input has been
-    checked. ``y=None``: ``trial_return`` where every run logs it, else ``eval_<metric>``.
+    checked. ``y=None``: the first of :data:`TRAINING_RETURNS` every run logs, else
+    ``eval_<metric>``.
     Returns what was written and the per-setting numbers (JSON-able)."""
     out = Path(out)
     if out.suffix.lower() != ".md":
@@ -252,10 +258,10 @@ def build_report(paths: Sequence[str | Path], out: str | Path, *, metric: str = 
         raise ReportError(f"--reps {reps!r} is not a whole number >= {MIN_REPS}")
     runs = read_runs(find_run_dirs(paths))
     scores = _final_scores(runs, metric)
-    if y is None:
-        has_returns = all(np.isfinite(r.progress.get("trial_return", [math.nan])).any()
-                          for r in runs)
-        y = "trial_return" if has_returns else f"eval_{metric}"
+    if y is None:  # rl2's training trial return, an SB3 agent's, else the evaluations
+        logged = [column for column in TRAINING_RETURNS if all(
+            np.isfinite(r.progress.get(column, [math.nan])).any() for r in runs)]
+        y = logged[0] if logged else f"eval_{metric}"
     groups = group_runs(runs)
     labels = setting_labels(groups)
     try:

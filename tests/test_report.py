@@ -215,6 +215,15 @@ def test_runs_without_trial_return_curves_plot_the_eval_column(tmp_path):
     assert result["y"] == "eval_trial_return" and result["settings"][0]["curve_points"] == 2
 
 
+def test_sb3_runs_plot_their_training_return(tmp_path):
+    """The SB3 agents log train_return (a gymnasium episode's return), not trial_return."""
+    run = _run(tmp_path / "sb3", 0, 0.8, xs=(0, 1, 2))
+    (run / "progress.csv").write_text(
+        "iteration,env_steps_total,train_return\n0,10,0.1\n1,20,0.2\n2,30,0.8\n")
+    result = build_report([run], tmp_path / "r.md", reps=200)
+    assert result["y"] == "train_return" and result["settings"][0]["curve_points"] == 3
+
+
 @pytest.mark.parametrize("case, message", [
     ("empty dir", "no run dir (a dir with config.yaml and progress.csv) in or up to 3 levels "
                   "below"),
