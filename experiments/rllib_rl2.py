@@ -49,8 +49,7 @@ def main() -> int:
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     env_kwargs = {"arms": args.arms}
     algo = rl2_ppo_config("bandit", episodes_per_trial=args.episodes, env_kwargs=env_kwargs,
-                          train_batch_size=5000, minibatch_size=1250, num_epochs=5, lr=1e-3,
-                          num_envs=50, seed=args.seed).build_algo()
+                          seed=args.seed).build_algo()
     out.mkdir(parents=True)
     with open(out / "progress.csv", "w", newline="") as f:
         writer = csv.writer(f)

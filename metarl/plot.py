@@ -120,13 +120,18 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
 
 
 # ------------------------------------------------------------------------------ statistics
+def missing_column(run: RunData, column: str) -> PlotError:
+    """The one-line error for a ``column`` that ``run``'s progress.csv lacks."""
+    numeric = [k for k, v in run.progress.items() if np.isfinite(v).any()]
+    return PlotError(f"column {column!r} is not in {str(run.path / 'progress.csv')!r}; "
+                     f"valid columns: {', '.join(numeric)}")
+
+
 def curve(run: RunData, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` of a run's finite points, sorted by ``x``."""
     for column in (x, y):
         if column not in run.progress:
-            numeric = [k for k, v in run.progress.items() if np.isfinite(v).any()]
-            raise PlotError(f"column {column!r} is not in {str(run.path / 'progress.csv')!r}; "
-                            f"valid columns: {', '.join(numeric)}")
+            raise missing_column(run, column)
     xs, ys = run.progress[x], run.progress[y]
     keep = np.isfinite(xs) & np.isfinite(ys)
     if not keep.any():
@@ -222,15 +227,17 @@ def build_figure(run_dirs: Sequence[str | Path], *, x: str = "iteration",
     columns = [y] if isinstance(y, str) else list(y)
     lines = [parse_reference(text) for text in references]
     groups = group_runs([read_run(d) for d in run_dirs])
+
     def has(group: Group, column: str) -> bool:
         return all(column in run.progress for run in group.runs)
 
-    for column in columns:  # a column no run has, or a run with none: the one-line error
+    for column in columns:  # each column drawn somewhere, each group drawing something
         if not any(has(g, column) for g in groups):
-            curve(next(r for g in groups for r in g.runs if column not in r.progress), x, column)
+            raise missing_column(next(r for g in groups for r in g.runs
+                                      if column not in r.progress), column)
     for g in groups:
         if not any(has(g, column) for column in columns):
-            curve(g.runs[0], x, columns[0])
+            raise missing_column(g.runs[0], columns[0])
     learning = [[aggregate([curve(run, x, column) for run in g.runs]) if has(g, column)
                  else None for column in columns] for g in groups]
     adaptation = [adaptation_stats(g) for g in groups]

@@ -13,6 +13,7 @@ def test_the_record_is_consistent(ray_local):
     assert result["env_steps_per_iteration"] == 100
     for name in rl2_libraries.LIBRARIES:
         record = result[name]
+        assert record["env_steps"] == 100  # each library's iteration sampled the same steps
         assert record["env_steps_per_s"] == pytest.approx(
             100 / record["iteration_ms"] * 1000, rel=0.01, abs=1)
     for name in rl2_libraries.LIBRARIES[1:]:

@@ -53,7 +53,7 @@ def test_sb3_ppo_trains_in_trial_mode_and_is_evaluated_by_metarl():
     result = evaluate_policy(SB3Policy(model, env, "trial"), env, LocalSampler(env),
                              split="test", num_tasks=50, episodes=10, trials=1, seed=0)
     assert result["num_tasks"] == 50 and len(result["returns_per_episode"]) == 10
-    assert result["trial_return"] == pytest.approx(sum(result["returns_per_episode"]))
+    assert result["env_steps"] == 50 * 10  # ten one-pull episodes a task, through SB3Policy
     assert 0.0 <= result["trial_return"] <= 10.0
 
 

@@ -63,6 +63,20 @@ def previous_step_features(space: gym.Space, actions: np.ndarray | None, rewards
                            np.asarray(ended, dtype=np.float64)[:, None]], axis=1)
 
 
+def adapter_observations(mode: str, action_space: gym.Space, obs: np.ndarray,
+                         task_vectors: np.ndarray, actions: np.ndarray | None,
+                         rewards: np.ndarray, ended: np.ndarray, dtype: Any) -> np.ndarray:
+    """What :class:`TaskEnv` in ``mode`` shows ``B`` environments, ``[B, D]``: each inner
+    observation (flattened), then the task vector (``task-in-obs``) or
+    :func:`previous_step_features` (``trial``)."""
+    parts = [np.asarray(obs, dtype=np.float64).reshape(len(rewards), -1)]
+    if mode == "task-in-obs":
+        parts.append(task_vectors)
+    elif mode == "trial":
+        parts.append(previous_step_features(action_space, actions, rewards, ended))
+    return np.concatenate(parts, axis=1).astype(dtype)
+
+
 class TaskEnv(gym.Env):
     """A task distribution as one single-agent gymnasium env (see the module docstring).
 
@@ -157,14 +171,10 @@ class TaskEnv(gym.Env):
 
     def _observation(self, obs: np.ndarray, action: Any, reward: float, ended: bool
                      ) -> np.ndarray:
-        parts = [np.asarray(obs, dtype=np.float64).ravel()]
-        if self.mode == "task-in-obs":
-            parts.append(self._task_vector)
-        elif self.mode == "trial":
-            actions = None if action is None else np.asarray(action)[None]
-            parts.append(previous_step_features(self.action_space, actions,
-                                                np.array([reward]), np.array([ended]))[0])
-        return np.concatenate(parts).astype(self._dtype)
+        actions = None if action is None else np.asarray(action)[None]
+        return adapter_observations(self.mode, self.action_space, np.asarray(obs)[None],
+                                    self._task_vector[None], actions, np.array([reward]),
+                                    np.array([ended]), self._dtype)[0]
 
     def _info(self, info: dict[str, Any]) -> dict[str, Any]:
         assert self.task is not None

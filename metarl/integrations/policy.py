@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metarl.envs_api import MetaEnv
-from metarl.integrations.adapters import MODES, previous_step_features, task_vector
+from metarl.integrations.adapters import MODES, adapter_observations, task_vector
 from metarl.random import BatchRNG
 from metarl.types import Rollouts, Task, Transition
 
@@ -61,13 +61,9 @@ class AdapterPolicy:
 
     def observations(self, obs: torch.Tensor, state: AdapterState) -> np.ndarray:
         """What the adapter would show each environment now, ``[B, D]``."""
-        parts = [obs.numpy().astype(np.float64).reshape(len(state.rewards), -1)]
-        if self.mode == "task-in-obs":
-            parts.append(state.task_vectors)
-        elif self.mode == "trial":
-            parts.append(previous_step_features(self.action_space, state.actions,
-                                                state.rewards, state.ended))
-        return np.concatenate(parts, axis=1).astype(self._dtype)
+        return adapter_observations(self.mode, self.action_space, obs.numpy(),
+                                    state.task_vectors, state.actions, state.rewards,
+                                    state.ended, self._dtype)
 
     def act(self, obs: torch.Tensor, state: AdapterState
             ) -> tuple[torch.Tensor, AdapterState, dict[str, torch.Tensor]]:

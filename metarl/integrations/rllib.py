@@ -59,10 +59,12 @@ def rl2_ppo_config(env: str, *, episodes_per_trial: int, env_kwargs: dict[str, A
                    lstm_size: int = 256, discount: float = 0.99, gae_lambda: float = 0.3,
                    lr: float = 1e-3, train_batch_size: int = 5000, minibatch_size: int = 1250,
                    num_epochs: int = 5, entropy_coef: float = 0.0, seed: int = 0,
-                   num_envs: int = 1) -> Any:
+                   num_envs: int = 50) -> Any:
     """RLlib PPO on ``ENV_PREFIX + env`` in ``trial`` mode with an LSTM over the whole trial:
-    an independent RL² (RL²'s paper settings by default: 256 units, γ 0.99, λ 0.3). The new
-    API stack; sampling and learning in the driver (no remote env runners or learners)."""
+    an independent RL². The defaults are our ``rl2/bandit-k5-n10`` preset's settings where
+    they map (256 units, γ 0.99, λ 0.3, lr 1e-3, 5000 steps an iteration in 4 minibatches, 5
+    epochs), with ``num_envs`` environments stepped together. The new API stack; sampling and
+    learning in the driver (no remote env runners or learners)."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
